@@ -1,0 +1,103 @@
+"""Time and peak memory of one `forward_sk` + backward on six views, side by side.
+
+Variants: (a) naive — the whole UNet runs and maps are captured at every cross-attention layer;
+(b) early exit after StableKeypoints' four default layers; (c) (b) with the detached query path.
+
+    .venv/bin/python bench/sk_pass.py                      # tiny + medium (SD2 block layout, reduced channels)
+    .venv/bin/python bench/sk_pass.py --configs sd2        # opt-in: the SD2-size UNet (866 M parameters)
+    .venv/bin/python bench/sk_pass.py --device cuda --configs medium sd2
+
+Each variant runs in its own process (so peak RSS is its own on CPU; on CUDA the peak allocated memory).
+"""
+import argparse, json, multiprocessing as mp, os, resource, sys, time
+
+CONFIGS = {
+    # name: UNet channels, heads, cross-attention dim, per-view latent side, tokens, map resolution
+    "tiny": dict(channels=(32, 64, 64, 64), heads=(2, 4, 4, 4), dim=32, latent=16, tokens=64, map_res=32),
+    "medium": dict(channels=(64, 128, 256, 256), heads=(5, 10, 20, 20), dim=1024, latent=40, tokens=100, map_res=64),
+    "sd2": dict(channels=(320, 640, 1280, 1280), heads=(5, 10, 20, 20), dim=1024, latent=40, tokens=500, map_res=128),
+}
+VARIANTS = {"a_naive": dict(layers="all", early_exit=False, detach_query=False),
+            "b_early_exit": dict(layers="default", early_exit=True, detach_query=False),
+            "c_early_exit_detached": dict(layers="default", early_exit=True, detach_query=True)}
+
+
+def build(cfg, device, dtype):
+    import torch
+    from diffusers import UNet2DConditionModel, DDPMScheduler, EulerAncestralDiscreteScheduler
+    from mvsk.models import SCHEDULER_CONFIG
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=cfg["latent"], in_channels=4, out_channels=4, layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, block_out_channels=cfg["channels"],
+        attention_head_dim=cfg["heads"], cross_attention_dim=cfg["dim"], use_linear_projection=True,
+        norm_num_groups=32 if min(cfg["channels"]) >= 64 else 8).to(device).requires_grad_(False)
+    unet.to(dtype=dtype)
+    return unet, DDPMScheduler.from_config(SCHEDULER_CONFIG), EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG)
+
+
+def run_variant(name, variant, cfg, device, dtype_name, repeats, q):
+    import torch
+    from mvsk.attention import SKSettings, cross_attention_layers
+    from mvsk.unet import RefOnlyNoisedUNet
+    dtype = getattr(torch, dtype_name)
+    unet, train_s, val_s = build(cfg, device, dtype)
+    layers = cross_attention_layers(unet) if variant["layers"] == "all" else None
+    sk = SKSettings(map_res=cfg["map_res"], early_exit=variant["early_exit"], detach_query=variant["detach_query"],
+                    reference=True, **({"layers": tuple(layers)} if layers else {}))
+    model = RefOnlyNoisedUNet(unet, train_s, val_s, n_tokens=cfg["tokens"], sk=sk).to(device)
+    L = cfg["latent"]
+    lat = torch.randn(6, 4, L, L, device=device, dtype=dtype)
+    cond = torch.randn(1, 4, L, L, device=device, dtype=dtype)
+    ehs = torch.randn(1, 77, cfg["dim"], device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step():
+        model.tokens.embeddings.grad = None
+        out = model.forward_sk(lat, cond, ehs)
+        out["sk_maps_mean"]["individual_views"].pow(2).mean().backward()
+
+    step(); sync()                                     # warm-up
+    if device == "cuda": torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); step(); sync(); times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    q.put(dict(variant=name, seconds=sorted(times)[len(times) // 2], peak_gib=peak))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", nargs="+", default=["tiny", "medium"], choices=list(CONFIGS))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", help="also write the rows to this file")
+    a = ap.parse_args(argv)
+    ctx = mp.get_context("spawn")
+    rows = []
+    print(f"| config | variant | s / step (median of {a.repeats}) | x naive | peak {'GPU alloc' if a.device == 'cuda' else 'RSS'} GiB |")
+    print("|---|---|---|---|---|")
+    for cname in a.configs:
+        base = None
+        for vname, var in VARIANTS.items():
+            q = ctx.Queue()
+            p = ctx.Process(target=run_variant, args=(vname, var, CONFIGS[cname], a.device, a.dtype, a.repeats, q))
+            p.start()
+            while True:                                    # a child that dies must not leave us waiting
+                try: r = q.get(timeout=5); break
+                except Exception:
+                    if not p.is_alive(): raise SystemExit(f"{cname}/{vname} failed with exit code {p.exitcode}")
+            p.join()
+            base = base or r["seconds"]
+            r.update(config=cname, ratio=r["seconds"] / base, device=a.device, dtype=a.dtype)
+            rows.append(r)
+            print(f"| {cname} | {vname} | {r['seconds']:.3f} | {r['ratio']:.2f} | {r['peak_gib']:.2f} |", flush=True)
+    print(f"\ncommand: python bench/sk_pass.py --configs {' '.join(a.configs)} --device {a.device} --dtype {a.dtype}")
+    if a.json: open(a.json, "w").write(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
