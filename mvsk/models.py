@@ -11,7 +11,7 @@ __all__ = ['ZERO123PLUS_REPO', 'COMPONENTS', 'SCHEDULER_CONFIG', 'GRAY', 'WHITE'
            'vae_pixel_values', 'encode_condition_image', 'empty_prompt_embeddings', 'image_embeddings',
            'global_embeddings', 'encode_target_images', 'decode_latents']
 
-# %% ../nbs/02_models.ipynb #132f9a28
+# %% ../nbs/02_models.ipynb #e1b95935
 import json, os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from PIL import Image
 
 from .grid import N_VIEWS, views_to_grid
 
-# %% ../nbs/02_models.ipynb #a8872591
+# %% ../nbs/02_models.ipynb #269e5d3d
 ZERO123PLUS_REPO = "sudo-ai/zero123plus-v1.2"
 COMPONENTS = {  # folder -> (library, class) exactly as in Zero123++'s model_index.json
     "vae": ("diffusers", "AutoencoderKL"),
@@ -43,7 +43,7 @@ WHITE = (1.0, 1.0, 1.0)   # background of InstantMesh's fine-tune
 LATENT_SHIFT, LATENT_SCALE = 0.22, 0.75
 IMAGE_SCALE = 0.5 / 0.8
 
-# %% ../nbs/02_models.ipynb #57826956
+# %% ../nbs/02_models.ipynb #ee2606a7
 def scale_latents(z: torch.Tensor) -> torch.Tensor:
     "VAE latent (already times `scaling_factor`) -> Zero123++ target latent: (z - 0.22) * 0.75."
     return (z - LATENT_SHIFT) * LATENT_SCALE
@@ -60,7 +60,7 @@ def unscale_image(x: torch.Tensor) -> torch.Tensor:
     "VAE output of Zero123++ -> image in [-1, 1]: 1.6 x; inverse of `scale_image`."
     return x / IMAGE_SCALE
 
-# %% ../nbs/02_models.ipynb #3e778727
+# %% ../nbs/02_models.ipynb #5436ca1e
 @dataclass
 class Zero123PlusComponents:
     "Every part of a Zero123++ model, loaded with its own library class (no remote code)."
@@ -101,7 +101,7 @@ class Zero123PlusComponents:
         self.ramping_coefficients = self.ramping_coefficients.to(device=device)
         return self
 
-# %% ../nbs/02_models.ipynb #5f2e6b77
+# %% ../nbs/02_models.ipynb #8e2319f2
 def resolve_model_path(path_or_repo_id, revision: str = None, local_files_only: bool = None) -> Path:
     "A folder in the Zero123++ hub layout: `path_or_repo_id` itself, or its hub snapshot (cache only when offline)."
     p = Path(path_or_repo_id).expanduser()
@@ -129,7 +129,7 @@ def _check_layout(root: Path):
                          f"got {type(ramp).__name__ if not isinstance(ramp, list) else len(ramp)}")
     return index
 
-# %% ../nbs/02_models.ipynb #15a959ab
+# %% ../nbs/02_models.ipynb #67e81cc6
 def load_unet_state_dict(unet: torch.nn.Module, path) -> torch.nn.Module:
     "Load a UNet state dict file (.bin/.pt or .safetensors) into `unet`, strictly; returns `unet`."
     path = Path(path)
@@ -146,7 +146,7 @@ def load_unet_state_dict(unet: torch.nn.Module, path) -> torch.nn.Module:
     unet.load_state_dict(sd, strict=True)
     return unet
 
-# %% ../nbs/02_models.ipynb #64273f03
+# %% ../nbs/02_models.ipynb #e4b2e911
 def load_zero123plus(path_or_repo_id=ZERO123PLUS_REPO, dtype: torch.dtype = torch.float32, device="cpu",
                      unet_state_dict=None, local_files_only: bool = None) -> Zero123PlusComponents:
     "Load every Zero123++ component from a hub-layout folder or the hub cache; optional strict UNet replacement."
@@ -172,7 +172,7 @@ def load_zero123plus(path_or_repo_id=ZERO123PLUS_REPO, dtype: torch.dtype = torc
     for m in comp.modules().values(): m.eval().requires_grad_(False)
     return comp.to(device=device)
 
-# %% ../nbs/02_models.ipynb #b9f80c84
+# %% ../nbs/02_models.ipynb #1b2abc6a
 def _byte_vocab():
     "The 256-symbol byte-level alphabet CLIP's BPE starts from, plus word-end forms and the specials."
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -188,7 +188,7 @@ def _ramping_coefficients():
     from importlib.resources import files
     return json.loads((files("mvsk") / "assets" / "zero123plus-v1.2-ramping.json").read_text())["ramping_coefficients"]
 
-# %% ../nbs/02_models.ipynb #dd2fb5a9
+# %% ../nbs/02_models.ipynb #8bd63aa6
 TINY_CONFIG = dict(view_size=128, unet_channels=(32, 64, 64, 64), unet_heads=(2, 4, 4, 4), dim=32,
                    vae_channels=(16, 32, 32, 32), clip_layers=2, clip_heads=4)
 
@@ -227,7 +227,7 @@ def default_cache_dir() -> Path:
     "Where mvsk keeps generated models: $MVSK_CACHE, else ~/.cache/mvsk."
     return Path(os.environ.get("MVSK_CACHE", Path.home() / ".cache" / "mvsk"))
 
-# %% ../nbs/02_models.ipynb #a2c7a951
+# %% ../nbs/02_models.ipynb #e9601838
 def tiny_zero123plus(seed: int = 0, path=None, **overrides) -> Path:
     "Write (or reuse) the tiny deterministic Zero123++ in hub layout; returns its folder for `load_zero123plus`."
     cfg = {**TINY_CONFIG, **overrides}
@@ -253,7 +253,7 @@ def tiny_zero123plus(seed: int = 0, path=None, **overrides) -> Path:
     tmp.rename(path)
     return path
 
-# %% ../nbs/02_models.ipynb #dd8c9104
+# %% ../nbs/02_models.ipynb #ac73d8db
 def _as_rgb_batch(image, background=GRAY) -> torch.Tensor:
     "PIL image(s) or (B,)3|4,H,W tensor in [0,1] -> (B, 3, H, W) float32 RGB in [0,1], alpha composited on `background`."
     if isinstance(image, Image.Image): image = [image]
@@ -282,7 +282,7 @@ def _as_rgb_batch(image, background=GRAY) -> torch.Tensor:
 def _to_pil(x: torch.Tensor):
     return [Image.fromarray((im.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)) for im in x]
 
-# %% ../nbs/02_models.ipynb #e86c49de
+# %% ../nbs/02_models.ipynb #1ce7d834
 @torch.no_grad()
 def vae_pixel_values(comp: Zero123PlusComponents, image, background=GRAY) -> torch.Tensor:
     "Image(s) -> (B, 3, S, S) `feature_extractor_vae` pixel values ((p - 0.5) / 0.8 after resize and crop)."
@@ -297,7 +297,7 @@ def encode_condition_image(comp: Zero123PlusComponents, image, background=GRAY, 
     neg = comp.vae.encode(torch.zeros_like(pv)).latent_dist.sample(generator=generator)
     return dict(cond_lat=cond, negative_lat=neg)
 
-# %% ../nbs/02_models.ipynb #4aa1386d
+# %% ../nbs/02_models.ipynb #82050974
 @torch.no_grad()
 def empty_prompt_embeddings(comp: Zero123PlusComponents, batch_size: int = 1) -> torch.Tensor:
     "(B, 77, D) text-encoder output of the empty prompt (the CFG negative of Zero123++)."
@@ -319,7 +319,7 @@ def global_embeddings(comp: Zero123PlusComponents, image, background=GRAY) -> to
     ramp = comp.ramping_coefficients.to(img.device, img.dtype)
     return text + ramp[None, :, None] * img[:, None, :]
 
-# %% ../nbs/02_models.ipynb #4bbfcf31
+# %% ../nbs/02_models.ipynb #4f7d81da
 def _check_views(imgs, S):
     if not isinstance(imgs, torch.Tensor) or imgs.ndim != 5 or imgs.shape[1] != N_VIEWS or imgs.shape[2] != 3:
         got = tuple(imgs.shape) if isinstance(imgs, torch.Tensor) else type(imgs).__name__
@@ -344,7 +344,7 @@ def encode_target_images(comp: Zero123PlusComponents, target_imgs: torch.Tensor,
     if "grid" in parts: out["grid"] = _encode_scaled(comp, views_to_grid(target_imgs), sample, generator)
     return out
 
-# %% ../nbs/02_models.ipynb #6c0cb15d
+# %% ../nbs/02_models.ipynb #dd455cfb
 @torch.no_grad()
 def decode_latents(comp: Zero123PlusComponents, latents: torch.Tensor) -> torch.Tensor:
     "(B, 4, h, w) Zero123++ target latents -> (B, 3, 8h, 8w) images in [0, 1]."

@@ -8,7 +8,7 @@ Docs: https://github.com/mvsk/mvsk/unet.html.md"""
 __all__ = ['KeypointTokens', 'RefOnlyNoisedUNet', 'noise_condition', 'forward_cond', 'forward', 'forward_sk', 'sk_step',
            'map_peakiness']
 
-# %% ../nbs/04_unet.ipynb #bd65bf43
+# %% ../nbs/04_unet.ipynb #cd77941e
 import json
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from .grid import N_VIEWS, views_to_grid
 from .attention import SKSettings, PassState, EarlyExit, install_processors, cross_attention_layers, SK_LAYERS
 from .models import Zero123PlusComponents, encode_target_images
 
-# %% ../nbs/04_unet.ipynb #056c952e
+# %% ../nbs/04_unet.ipynb #aeb0a046
 class KeypointTokens(nn.Module):
     "(T, D) learnable token embeddings (StableKeypoints: T=500, standard-normal init), plus selected indices."
     def __init__(self, n_tokens: int = 500, dim: int = 1024, seed: int = 0):
@@ -61,7 +61,7 @@ class KeypointTokens(nn.Module):
         with torch.no_grad(): tok.embeddings.copy_(sd["embeddings"])
         return tok.select(sd["selected"])
 
-# %% ../nbs/04_unet.ipynb #b3528ca3
+# %% ../nbs/04_unet.ipynb #91421075
 class RefOnlyNoisedUNet(nn.Module):
     "Zero123++'s reference-only UNet plus a batched StableKeypoints pass on the six target views."
     def __init__(self, unet, train_sched, val_sched, n_tokens: int = 500, sk: SKSettings = None,
@@ -88,7 +88,7 @@ class RefOnlyNoisedUNet(nn.Module):
     @property
     def device(self): return self.unet.device
 
-# %% ../nbs/04_unet.ipynb #7f28a123
+# %% ../nbs/04_unet.ipynb #8146d1be
 def noise_condition(self, cond_lat, timestep, generator=None):
     "Zero123++: the reference latent noised with fresh noise to the sample's timestep, then model-input scaled."
     noise = torch.randn(cond_lat.shape, generator=generator, device=cond_lat.device, dtype=cond_lat.dtype) \
@@ -137,7 +137,7 @@ RefOnlyNoisedUNet.noise_condition = noise_condition
 RefOnlyNoisedUNet.forward_cond = forward_cond
 RefOnlyNoisedUNet.forward = forward
 
-# %% ../nbs/04_unet.ipynb #b32176c9
+# %% ../nbs/04_unet.ipynb #0527f92f
 def _sk_latents(self, target, generator):
     V = self.sk.n_views
     if target.ndim == 5:
@@ -161,7 +161,7 @@ def _sk_context(self, tokens, encoder_hidden_states, B, context):
                          f"{None if encoder_hidden_states is None else tuple(encoder_hidden_states.shape)}")
     return torch.cat([encoder_hidden_states.float().repeat_interleave(V, 0), toks], dim=1)
 
-# %% ../nbs/04_unet.ipynb #e56efca8
+# %% ../nbs/04_unet.ipynb #1acd5a75
 def forward_sk(self, target, cond_lat=None, encoder_hidden_states=None, timestep: int = 0, generator=None,
                tokens=None, sk: SKSettings = None, ref_dict: dict = None, **sk_overrides) -> dict:
     "Keypoint pass (`skw`) over the six target views; returns `ref_dict` with 'sk_maps' and 'sk_maps_mean'."
@@ -206,7 +206,7 @@ RefOnlyNoisedUNet._sk_latents = _sk_latents
 RefOnlyNoisedUNet._sk_context = _sk_context
 RefOnlyNoisedUNet.forward_sk = forward_sk
 
-# %% ../nbs/04_unet.ipynb #ed29435b
+# %% ../nbs/04_unet.ipynb #6b710ad3
 def sk_step(self, target_imgs, cameras, cond_lat=None, encoder_hidden_states=None, epoch: float = 0,
             loss_cfg=None, generator=None, tokens=None, **sk_overrides) -> dict:
     "(B, 6, 3, H, W) views in [0, 1] -> ref_dict with 'sk_maps', 'sk_maps_mean', 'sk_maps_aug', 'sk_losses', 'sk_loss'."
@@ -230,7 +230,7 @@ def sk_step(self, target_imgs, cameras, cond_lat=None, encoder_hidden_states=Non
 
 RefOnlyNoisedUNet.sk_step = sk_step
 
-# %% ../nbs/04_unet.ipynb #09ed5f99
+# %% ../nbs/04_unet.ipynb #a756d919
 def map_peakiness(maps: torch.Tensor) -> dict:
     "(..., T, h, w) maps -> {'peak': (..., T) max spatial share, 'entropy': (..., T) nats, 'flat_entropy': log(h*w)}."
     if maps.ndim < 3: raise ValueError(f"maps must be (..., T, h, w); got {tuple(maps.shape)}")
