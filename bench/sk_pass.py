@@ -1,7 +1,10 @@
 """Time and peak memory of one `forward_sk` + backward on six views, side by side.
 
-Variants: (a) naive — the whole UNet runs and maps are captured at every cross-attention layer;
-(b) early exit after StableKeypoints' four default layers; (c) (b) with the detached query path.
+Variants (forward + backward to the tokens, with the condition's reference attention): (a) naive — the whole
+UNet runs and maps are captured at every cross-attention layer; (b) early exit after StableKeypoints' four
+default layers; (c) (b) with the detached query path. Map-capture overhead (forward only, no gradient):
+(d) the stock UNet with diffusers' SDPA processor on the six views, (e) the same forward capturing the
+default layers' maps (no early exit, no reference), reported as (e)/(d).
 
     .venv/bin/python bench/sk_pass.py                      # tiny + medium (SD2 block layout, reduced channels)
     .venv/bin/python bench/sk_pass.py --configs sd2        # opt-in: the SD2-size UNet (866 M parameters)
@@ -19,7 +22,11 @@ CONFIGS = {
 }
 VARIANTS = {"a_naive": dict(layers="all", early_exit=False, detach_query=False),
             "b_early_exit": dict(layers="default", early_exit=True, detach_query=False),
-            "c_early_exit_detached": dict(layers="default", early_exit=True, detach_query=True)}
+            "c_early_exit_detached": dict(layers="default", early_exit=True, detach_query=True),
+            # map-capture overhead, forward only: the stock UNet (diffusers' SDPA processor) on the six views, and
+            # the same forward with the default maps captured (no early exit, no reference, no gradient)
+            "d_plain_forward": dict(plain=True),
+            "e_capture_forward": dict(layers="default", early_exit=False, detach_query=False, forward_only=True)}
 
 
 def build(cfg, device, dtype):
@@ -43,21 +50,34 @@ def run_variant(name, variant, cfg, device, dtype_name, repeats, q):
     from mvsk.unet import RefOnlyNoisedUNet
     dtype = getattr(torch, dtype_name)
     unet, train_s, val_s = build(cfg, device, dtype)
-    layers = cross_attention_layers(unet) if variant["layers"] == "all" else None
-    sk = SKSettings(map_res=cfg["map_res"], early_exit=variant["early_exit"], detach_query=variant["detach_query"],
-                    reference=True, **({"layers": tuple(layers)} if layers else {}))
-    model = RefOnlyNoisedUNet(unet, train_s, val_s, n_tokens=cfg["tokens"], sk=sk).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     L = cfg["latent"]
+    if variant.get("plain"):
+        lat, ctx = torch.randn(6, 4, L, L, device=device, dtype=dtype), torch.randn(6, cfg["tokens"], cfg["dim"], device=device, dtype=dtype)
+        def step():
+            with torch.no_grad(): unet(lat, 0, ctx)
+        return _time(name, step, sync, device, repeats, q)
+    layers = cross_attention_layers(unet) if variant["layers"] == "all" else None
+    fwd_only = variant.get("forward_only", False)
+    sk = SKSettings(map_res=cfg["map_res"], early_exit=variant["early_exit"], detach_query=variant["detach_query"],
+                    reference=not fwd_only, **({"layers": tuple(layers)} if layers else {}))
+    model = RefOnlyNoisedUNet(unet, train_s, val_s, n_tokens=cfg["tokens"], sk=sk).to(device)
     lat = torch.randn(6, 4, L, L, device=device, dtype=dtype)
     cond = torch.randn(1, 4, L, L, device=device, dtype=dtype)
     ehs = torch.randn(1, 77, cfg["dim"], device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():
+        if fwd_only:
+            with torch.no_grad(): model.forward_sk(lat)
+            return
         model.tokens.embeddings.grad = None
         out = model.forward_sk(lat, cond, ehs)
         out["sk_maps_mean"]["individual_views"].pow(2).mean().backward()
+    return _time(name, step, sync, device, repeats, q)
 
+
+def _time(name, step, sync, device, repeats, q):
+    import torch
     step(); sync()                                     # warm-up
     if device == "cuda": torch.cuda.reset_peak_memory_stats()
     times = []
@@ -78,7 +98,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     ctx = mp.get_context("spawn")
     rows = []
-    print(f"| config | variant | s / step (median of {a.repeats}) | x naive | peak {'GPU alloc' if a.device == 'cuda' else 'RSS'} GiB |")
+    print(f"| config | variant | s / step (median of {a.repeats}) | ratio | peak {'GPU alloc' if a.device == 'cuda' else 'RSS'} GiB |")
     print("|---|---|---|---|---|")
     for cname in a.configs:
         base = None
@@ -92,9 +112,11 @@ def main(argv=None):
                     if not p.is_alive(): raise SystemExit(f"{cname}/{vname} failed with exit code {p.exitcode}")
             p.join()
             base = base or r["seconds"]
+            if vname == "d_plain_forward": base = r["seconds"]    # the overhead rows compare with the plain forward
             r.update(config=cname, ratio=r["seconds"] / base, device=a.device, dtype=a.dtype)
             rows.append(r)
-            print(f"| {cname} | {vname} | {r['seconds']:.3f} | {r['ratio']:.2f} | {r['peak_gib']:.2f} |", flush=True)
+            ref = "naive" if vname[0] in "abc" else "plain"
+            print(f"| {cname} | {vname} | {r['seconds']:.3f} | {r['ratio']:.2f} (vs {ref}) | {r['peak_gib']:.2f} |", flush=True)
     print(f"\ncommand: python bench/sk_pass.py --configs {' '.join(a.configs)} --device {a.device} --dtype {a.dtype}")
     if a.json: open(a.json, "w").write(json.dumps(rows, indent=1))
 

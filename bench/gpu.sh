@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# SD2-size figures on a GPU (fp32 and bf16): the keypoint pass and the map-capture overhead.
+# Run from the repository root on a CUDA machine with mvsk installed (`make install`):
+#   bash bench/gpu.sh | tee bench/gpu.md
+# then copy the tables into BENCHMARKS.md, saying which GPU they came from.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+export HF_HUB_OFFLINE=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+for dtype in float32 bfloat16; do
+  echo; echo "## keypoint pass, $dtype"
+  $PY bench/sk_pass.py --configs medium sd2 --device cuda --dtype $dtype --repeats 5
+done
+if [ -f bench/generate.py ]; then
+  echo; echo "## generation per strategy (SD2-size UNet, random weights)"
+  $PY bench/generate.py --device cuda --help >/dev/null 2>&1 && $PY bench/generate.py --device cuda || echo "bench/generate.py has no --device option"
+fi
