@@ -8,7 +8,7 @@ Docs: https://github.com/mvsk/mvsk/losses.html.md"""
 __all__ = ['LossConfig', 'localization_loss', 'rank_candidates', 'furthest_point_sampling', 'RandomAffine', 'equivariance_loss',
            'multiview_consistency_loss', 'nvs_loss', 'loss_weights', 'integrated_loss']
 
-# %% ../nbs/05_losses.ipynb #aaf80b8c
+# %% ../nbs/05_losses.ipynb #2fb0a724
 import math
 from dataclasses import dataclass, asdict
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .grid import N_VIEWS, views_to_grid
 from .cameras import angular_distance, project, triangulate
 
-# %% ../nbs/05_losses.ipynb #ba932fbb
+# %% ../nbs/05_losses.ipynb #8cc08dd1
 @dataclass
 class LossConfig:
     "Settings of the keypoint and integrated losses; each default's source is in the comment beside it."
@@ -48,7 +48,7 @@ class LossConfig:
 
     def to_dict(self): return asdict(self)
 
-# %% ../nbs/05_losses.ipynb #4f573e5f
+# %% ../nbs/05_losses.ipynb #0172ebf7
 def _shape(x): return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
 
 def _check_maps(maps, name="maps", views=None, full_softmax=True, atol=1e-3):
@@ -84,7 +84,7 @@ def _take_tokens(maps, tokens):
     idx = t.to(maps.device).view(B, *[1] * (maps.ndim - 4), K, 1, 1).expand(*maps.shape[:-3], K, *maps.shape[-2:])
     return maps.gather(-3, idx)
 
-# %% ../nbs/05_losses.ipynb #a6fb9648
+# %% ../nbs/05_losses.ipynb #e73132c1
 def _default_sigma(size: int, sigma_at_128: float = 2.0) -> float:
     "σ in map pixels for a map `size` pixels wide: StableKeypoints' 2 px at 128, scaled."
     return sigma_at_128 * size / 128
@@ -108,7 +108,7 @@ def localization_loss(maps: torch.Tensor, tokens=None, sigma: float = None, redu
     per_map = ((sel - _argmax_gaussian(sel, sigma)) ** 2).mean((-2, -1))       # (B, [6,] K)
     return per_map.mean() if reduction == "mean" else per_map
 
-# %% ../nbs/05_losses.ipynb #dc166ada
+# %% ../nbs/05_losses.ipynb #0497b3bc
 def _rank_scores(maps: torch.Tensor, method: str, sigma: float, eps: float = 1e-5) -> torch.Tensor:
     "(..., h, w) maps -> (...) KL(Gaussian at argmax || spatial softmax) or entropy of the spatial softmax."
     logq = torch.log_softmax(maps.flatten(-2) + eps, -1)
@@ -129,7 +129,7 @@ def rank_candidates(maps: torch.Tensor, n_candidates: int = 25, method: str = "k
     if maps.ndim == 5: scores = scores.mean(1)
     return scores.argsort(dim=-1, stable=True)[:, :n_candidates], scores
 
-# %% ../nbs/05_losses.ipynb #2f9933a3
+# %% ../nbs/05_losses.ipynb #bd373234
 def _argmax_xy(maps: torch.Tensor) -> torch.Tensor:
     "(..., h, w) maps -> (..., 2) normalised (x, y) of the argmax pixel centre."
     h, w = maps.shape[-2:]
@@ -155,7 +155,7 @@ def furthest_point_sampling(points: torch.Tensor, k: int) -> torch.Tensor:
         nearest = torch.minimum(nearest, d.gather(1, nxt.view(B, 1, 1).expand(B, 1, N))[:, 0])
     return torch.stack(chosen[:k], 1)
 
-# %% ../nbs/05_losses.ipynb #445cd838
+# %% ../nbs/05_losses.ipynb #c0d607bc
 class RandomAffine:
     "Random rotation/scale/translation of (..., C, H, W) images or maps, one per leading index, with an exact inverse."
     def __init__(self, degrees: float = 15.0, scale: tuple = (0.8, 1.0), translate: tuple = (0.25, 0.25),
@@ -180,7 +180,8 @@ class RandomAffine:
 
     def sample(self, n: int) -> "RandomAffine":
         "Draw `n` new transforms (uniform in each range) from `self.generator`; returns self."
-        u = torch.rand(n, 4, generator=self.generator, dtype=torch.float64)
+        dev = self.generator.device if self.generator is not None else "cpu"   # a CUDA generator draws on its device
+        u = torch.rand(n, 4, generator=self.generator, dtype=torch.float64, device=dev).cpu()
         a = (2 * u[:, 0] - 1) * self.degrees * math.pi / 180
         s = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 1]
         t = (2 * u[:, 2:] - 1) * torch.tensor(self.translate, dtype=torch.float64)
@@ -233,7 +234,7 @@ class RandomAffine:
         "(..., K, 2) normalised (x, y) in the transformed image -> their place in the original image."
         return self._move(xy, self.theta)
 
-# %% ../nbs/05_losses.ipynb #521835aa
+# %% ../nbs/05_losses.ipynb #618bad78
 def equivariance_loss(maps: torch.Tensor, maps_aug: torch.Tensor, affine: RandomAffine, tokens=None,
                       mask: bool = False, full_softmax: bool = True) -> torch.Tensor:
     "MSE between (B, [6,] T, h, w) maps and the maps of the `affine`-augmented images warped back (zero fill)."
@@ -248,7 +249,7 @@ def equivariance_loss(maps: torch.Tensor, maps_aug: torch.Tensor, affine: Random
     if n == 0: raise ValueError("no pixel of the augmented frame maps back inside the image: the affine is out of range")
     return ((back - orig) ** 2 * valid).sum() / n
 
-# %% ../nbs/05_losses.ipynb #8b69ff9b
+# %% ../nbs/05_losses.ipynb #2b57ec60
 def _soft_argmax_xy(maps: torch.Tensor, radius: float):
     "(..., h, w) maps -> (xy (..., 2) normalised centroid in a (2ρ+1)² window at the argmax, peak value (...))."
     h, w = maps.shape[-2:]
@@ -291,7 +292,7 @@ def multiview_consistency_loss(maps: torch.Tensor, cameras, method: str = "repro
     err2 = ((xy_hat - xy) ** 2).sum(-1)
     return (conf * err2).sum() / conf.sum()
 
-# %% ../nbs/05_losses.ipynb #b6420b68
+# %% ../nbs/05_losses.ipynb #28723f3e
 def nvs_loss(v_pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
              alphas_cumprod: torch.Tensor) -> torch.Tensor:
     "MSE(v_pred, √ᾱ_t·noise − √(1−ᾱ_t)·x0) for (B, C, H, W) latents, (B,) integer timesteps, (n_train,) ᾱ."
@@ -306,7 +307,7 @@ def nvs_loss(v_pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, timest
     v = ab.sqrt() * noise.float() - (1 - ab).sqrt() * x0.float()
     return F.mse_loss(v_pred.float(), v)
 
-# %% ../nbs/05_losses.ipynb #86f32207
+# %% ../nbs/05_losses.ipynb #fd4531df
 def _ramp(epoch, ramp): return 1.0 if ramp <= 0 else min(1.0, epoch / ramp)
 
 def loss_weights(epoch: float, cfg: LossConfig = None) -> dict:
@@ -317,7 +318,7 @@ def loss_weights(epoch: float, cfg: LossConfig = None) -> dict:
             "consistency": cfg.consistency_weight * _ramp(epoch, cfg.consistency_ramp_epochs),
             "localization": cfg.localization_weight, "equivariance": cfg.equivariance_weight}
 
-# %% ../nbs/05_losses.ipynb #80bfe292
+# %% ../nbs/05_losses.ipynb #ad042554
 def integrated_loss(maps: torch.Tensor, maps_aug: torch.Tensor, affine: RandomAffine, cameras, epoch: float,
                     nvs: torch.Tensor = None, tokens=None, cfg: LossConfig = None) -> dict:
     "(B, 6, T, h, w) maps and their augmented views' maps -> {total, [nvs], keypoint, sk_total, weights, tokens, sk_losses}."

@@ -10,20 +10,29 @@ def run(*args, cwd=ROOT):
     return subprocess.run(MVSK + list(args), cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
 
 
-def test_demo_writes_what_it_says(tmp_path):
+def test_demo_is_a_discovery_run_on_the_sample(tmp_path):
     out = tmp_path / "demo"
-    r = run("demo", "--data", str(ROOT / "data" / "sample"), "--out", str(out), "--n-objects", "1", "--n-tokens", "16")
+    r = run("demo", "--out", str(out), "--steps", "1", "--n-tokens", "16", "--map-res", "16", "--n-augment", "1")
     assert r.returncode == 0, r.stderr
-    assert str(out) in r.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "summary.json", "token_maps.png", "views_and_latents.png"]
-    s = json.loads((out / "summary.json").read_text())
-    assert s["maps_shape"] == [1, 6, 16, 32, 32] and s["token_grad_norm"] > 0
-    assert json.loads((out / "config.json").read_text())["n_tokens"] == 16
+    assert str(out) in r.stdout and "keypoints.csv" in r.stdout
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["discovery"]["steps"] == 1 and cfg["discovery"]["n_tokens"] == 16 and cfg["model"] == "tiny"
+    rows = (out / "keypoints.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert {"object", "view", "x", "y", "confidence", "visible"} <= set(header)
+    n_objects = len([p for p in (ROOT / "data" / "sample").iterdir() if (p / "000.png").exists()])
+    objects = {r.split(",")[header.index("object")] for r in rows[1:]}
+    assert len(objects) >= n_objects                 # every static object (and the sequence) got keypoints
+    # the same command again refuses nothing (demo overwrites); discover refuses a non-empty folder
+    r2 = run("discover", "--out", str(out), "--steps", "1", "--n-tokens", "16", "--map-res", "16", "--n-augment", "1")
+    assert r2.returncode == 2 and "--overwrite" in r2.stderr or "resume" in r2.stderr, r2.stderr
 
 
 def test_user_errors_are_one_line_and_exit_2(tmp_path):
     for args, word in [(("demo", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")), "missing"),
                        (("demo", "--model", str(tmp_path / "no_model"), "--out", str(tmp_path / "o")), "no_model"),
+                       (("discover", "--n-keypoints", "99", "--n-tokens", "8", "--out", str(tmp_path / "o")), "8"),
+                       (("generate", str(tmp_path / "none.png"), "--out", str(tmp_path / "o")), "none.png"),
                        (("frobnicate",), "unknown command")]:
         r = run(*args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
@@ -34,6 +43,6 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
 
 
 def test_help_for_every_command():
-    for cmd in ("demo", "render"):
+    for cmd in ("demo", "discover", "render", "generate"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage: mvsk " + cmd in r.stdout
