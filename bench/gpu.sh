@@ -11,7 +11,7 @@ for dtype in float32 bfloat16; do
   echo; echo "## keypoint pass, $dtype"
   $PY bench/sk_pass.py --configs medium sd2 --device cuda --dtype $dtype --repeats 5
 done
-if [ -f bench/generate.py ]; then
-  echo; echo "## generation per strategy (SD2-size UNet, random weights)"
-  $PY bench/generate.py --device cuda --help >/dev/null 2>&1 && $PY bench/generate.py --device cuda || echo "bench/generate.py has no --device option"
-fi
+for dtype in float32 bfloat16; do
+  echo; echo "## generation per strategy, SD2-size UNet (random weights), $dtype"
+  $PY bench/generate.py --configs sd2 --device cuda --dtype $dtype
+done

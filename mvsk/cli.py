@@ -1,4 +1,4 @@
-"""`mvsk discover`, `mvsk demo`, `mvsk generate` and `mvsk render`: one entry point, `--help` on each, one clear line and a non-zero exit on bad input.
+"""`mvsk discover`, `mvsk demo`, `mvsk eval`, `mvsk generate` and `mvsk render`: one entry point, `--help` on each, one clear line and a non-zero exit on bad input.
 
 Docs: https://github.com/mvsk/mvsk/cli.html.md"""
 
@@ -6,22 +6,22 @@ Docs: https://github.com/mvsk/mvsk/cli.html.md"""
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'COMMANDS', 'load_model', 'read_config_file', 'discovery_config', 'discover_cmd', 'generate_cmd',
-           'main', 'console']
+           'read_run_keypoints', 'eval_cmd', 'main', 'console']
 
-# %% ../nbs/14_cli.ipynb #0a6ff50b
+# %% ../nbs/14_cli.ipynb #39ec7119
 import argparse, json, sys, time
 from pathlib import Path
 
 import torch
 
-# %% ../nbs/14_cli.ipynb #cdf164e4
+# %% ../nbs/14_cli.ipynb #4e756a08
 def load_model(model: str = "tiny", device: str = "cpu", dtype=torch.float32, seed: int = 0):
     "`tiny` or a folder / hub id of Zero123++ weights -> Zero123PlusComponents."
     from mvsk.models import load_zero123plus, tiny_zero123plus
     src = tiny_zero123plus(seed=seed) if model == "tiny" else model
     return load_zero123plus(src, dtype=dtype, device=device)
 
-# %% ../nbs/14_cli.ipynb #b7aa0009
+# %% ../nbs/14_cli.ipynb #ed58c492
 def read_config_file(path) -> dict:
     "A YAML or JSON file of settings -> dict."
     path = Path(path)
@@ -61,7 +61,7 @@ def discover_cmd(data="data/sample", out="outputs/discover", model="tiny", devic
     net = RefOnlyNoisedUNet.from_components(comp, n_tokens=cfg.n_tokens, sk=SKSettings(map_res=cfg.map_res)).to(device)
     return discover(net, ds, out, cfg, resume=resume, overwrite=overwrite, model_id=model, progress=progress)
 
-# %% ../nbs/14_cli.ipynb #d2d0dd71
+# %% ../nbs/14_cli.ipynb #c26714c9
 def _write_run(out, files: dict):
     "Write {name: bytes | PIL image | json-able} into a temp folder, then move it to `out` (replacing it)."
     import shutil, tempfile
@@ -101,7 +101,62 @@ def generate_cmd(image, out="outputs/generate", model="tiny", device="cpu", seed
     _write_run(out, files)
     return config
 
-# %% ../nbs/14_cli.ipynb #fe41c1c2
+# %% ../nbs/14_cli.ipynb #64d9f7c8
+def read_run_keypoints(run) -> dict:
+    "A run's keypoints.csv -> {object: {'xy': (6, K, 2) normalised (x, y), 'weights': (6, K)}} for frame 0's six views."
+    import csv
+    path = Path(run) / "keypoints.csv"
+    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist: is {run} a discovery run directory?")
+    rows = [r for r in csv.DictReader(path.open()) if r["view"] != "cond" and r["frame"] == "0"]
+    if not rows: raise ValueError(f"{path} holds no rows for the six target views")
+    K = 1 + max(int(r["keypoint"]) for r in rows)
+    out = {}
+    for r in rows:
+        o = out.setdefault(r["object"], dict(xy=torch.full((6, K, 2), float("nan")), weights=torch.zeros(6, K)))
+        v, k = int(r["view"]), int(r["keypoint"])
+        o["xy"][v, k] = torch.tensor([float(r["x"]), float(r["y"])])
+        o["weights"][v, k] = float(r["confidence"]) * float(r["visible"])
+    bad = [name for name, o in out.items() if o["xy"].isnan().any()]
+    if bad: raise ValueError(f"{path}: objects {bad} lack some (view, keypoint) rows")
+    return out
+
+def eval_cmd(run, data="data/sample", out=None, alphas=(0.05, 0.1), seed=0) -> list:
+    "Score a discovery run against a dataset's ground truth; write report.md + report.png; return the rows."
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mvsk.data import load_views
+    from mvsk.eval import report, read_view_masks, to_markdown
+    preds = read_run_keypoints(run)
+    data = Path(data)
+    names = [n for n in sorted(preds) if (data / n / "keypoints.json").is_file()]
+    if not names: raise ValueError(f"none of the run's objects {sorted(preds)} has ground truth (keypoints.json) in {data}")
+    items = [load_views(data / n) for n in names]
+    masks = [read_view_masks(data / n) for n in names]
+    K = preds[names[0]]["xy"].shape[1]
+    mine = dict(xy=torch.stack([preds[n]["xy"] for n in names]), weights=torch.stack([preds[n]["weights"] for n in names]))
+    rows = report(items, masks, preds={f"mvsk ({Path(run).name})": mine}, k=K, alphas=alphas, seed=seed)
+    out = Path(out) if out else Path(run)
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for i, a in enumerate(alphas):
+        ax.bar([j + 0.8 * i / len(alphas) for j in range(len(rows))], [r[f"PCK@{a:g}"] for r in rows],
+               width=0.8 / len(alphas), label=f"PCK@{a:g}")
+    ax.set_xticks(range(len(rows))); ax.set_xticklabels([r["method"] for r in rows], rotation=15, fontsize=8)
+    ax.set_ylim(0, 1); ax.legend(); ax.set_title(f"{Path(run).name} on {data.name}: {len(names)} objects")
+    fig.tight_layout(); fig.savefig(out / "report.png", dpi=100); plt.close(fig)
+    md = [f"# mvsk eval: {Path(run).name}", "", f"Data: `{data}` ({len(names)} objects with ground truth: {', '.join(names)}); "
+          f"keypoints of the run's six target views (frame 0), weighted by confidence x visible.", "", to_markdown(rows), "",
+          "PCK@a: matched keypoints within a*tile of the ground truth, over visible views (Hungarian matching on the mean "
+          "2D distance); MV-PCK: within a in every view where visible; coverage: matched share of the ground truth; "
+          "3D err: triangulated error in world units (object radius 0.5); SK reg err: StableKeypoints' linear regressor "
+          "(held-out objects); align: the matching of one instance applied to another of the same robot; reproj: "
+          "reprojection residual; agree: views within 0.05 of the triangulation; spread: mean distance between "
+          "keypoints in a view. Sanity rows: oracle (ground truth + noise) ~ perfect; random and mask centroid = floor.",
+          "", "![PCK](report.png)", ""]
+    (out / "report.md").write_text("\n".join(md))
+    return rows
+
+# %% ../nbs/14_cli.ipynb #d5b92b53
 USER_ERRORS = (FileNotFoundError, ValueError)
 
 def _discover_parser(prog, data, out, overwrite_help):
@@ -164,7 +219,21 @@ def _generate_main(argv):
     print(f"mvsk generate: {a.steps} steps ({c['seconds_per_step']:.2f} s/step, strategy {a.strategy}); wrote {a.out}/grid.png, "
           f"view_0..5.png{', keypoints.json' if c['sk_steps'] else ''}, config.json")
 
-COMMANDS = {"demo": _demo_main, "discover": _discover_main, "render": _render_main, "generate": _generate_main}
+def _eval_main(argv):
+    ap = argparse.ArgumentParser(prog="mvsk eval", description="Score a discovery run against a dataset's ground-truth "
+                                 "keypoints; write report.md and report.png.")
+    ap.add_argument("run", help="run directory of `mvsk discover` (holds keypoints.csv)")
+    ap.add_argument("--data", default="data/sample", help="dataset with keypoints.json per object (default data/sample)")
+    ap.add_argument("--out", help="where to write the report (default: the run directory)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random baselines and the object split")
+    a = ap.parse_args(argv)
+    rows = eval_cmd(a.run, a.data, a.out, seed=a.seed)
+    out = a.out or a.run
+    print(f"mvsk eval: {rows[0]['method']} PCK@0.1 {rows[0]['PCK@0.1']:.3f} (oracle {rows[1]['PCK@0.1']:.3f}, "
+          f"random {rows[2]['PCK@0.1']:.3f}); wrote {out}/report.md, {out}/report.png")
+
+COMMANDS = {"demo": _demo_main, "discover": _discover_main, "render": _render_main, "generate": _generate_main,
+            "eval": _eval_main}
 
 def main(argv=None) -> int:
     "The `mvsk` command: `mvsk {demo,render} ...`; `mvsk CMD --help` for each."
@@ -181,7 +250,7 @@ def main(argv=None) -> int:
         return 2
     return 0
 
-# %% ../nbs/14_cli.ipynb #aa9f6ed1
+# %% ../nbs/14_cli.ipynb #3026bdd3
 def console():
     "Console-script entry point: exit with `main`'s status."
     sys.exit(main())
