@@ -43,6 +43,6 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
 
 
 def test_help_for_every_command():
-    for cmd in ("demo", "discover", "render", "generate"):
+    for cmd in ("demo", "discover", "train", "render", "generate", "eval"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage: mvsk " + cmd in r.stdout
