@@ -46,3 +46,28 @@ def test_help_for_every_command():
     for cmd in ("demo", "discover", "train", "render", "generate", "eval"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage: mvsk " + cmd in r.stdout
+
+
+def test_every_command_end_to_end(tmp_path):
+    "render -> discover -> eval -> train (from the discovered tokens) -> generate (guided by them), as a user chains them."
+    data, run_dir = tmp_path / "data", tmp_path / "run"
+    r = run("render", "--out", str(data), "--n-objects", "2", "--size", "128", "--seed", "1", "--robots", "quadrupeds", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in data.iterdir() if p.is_dir()).__len__() == 2
+    small = ["--n-tokens", "16", "--map-res", "16", "--n-augment", "1"]
+    r = run("discover", "--data", str(data), "--out", str(run_dir), "--steps", "2", *small)
+    assert r.returncode == 0, r.stderr
+    r = run("eval", str(run_dir), "--data", str(data))
+    assert r.returncode == 0, r.stderr
+    report = (run_dir / "report.md").read_text()
+    assert "| oracle |" in report and "mvsk (run)" in report
+    r = run("train", "--data", str(data), "--out", str(tmp_path / "train"), "--tokens", str(run_dir / "tokens.safetensors"),
+            "--steps", "1", "--batch-size", "1")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "train" / "checkpoint.pt").is_file() and (tmp_path / "train" / "gates.safetensors").is_file()
+    obj = sorted(p for p in data.iterdir() if p.is_dir())[0]
+    r = run("generate", str(obj / "000.png"), "--out", str(tmp_path / "gen"), "--steps", "2", "--strategy", "spatial",
+            "--tokens", str(run_dir / "tokens.safetensors"), "--guidance-every", "1")
+    assert r.returncode == 0, r.stderr
+    kp = json.loads((tmp_path / "gen" / "keypoints.json").read_text())
+    assert len(kp["xy"]) == 6 and len(kp["tokens"]) == len(kp["xy"][0])

@@ -37,5 +37,6 @@ def test_token_optimisation_lowers_the_keypoint_loss():
         loss = integrated_loss(step["sk_maps_mean"]["individual_views"], step["sk_maps_aug"], step["affine"], cams, 100,
                                tokens=tokens, cfg=cfg)["sk_total"]
         loss.backward(); opt.step(); losses.append(loss.item())
-    assert losses[-1] < 0.9 * losses[0], losses
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses    # a fixed objective: every step lowers it
+    assert losses[-1] < 0.95 * losses[0], losses
     assert all(torch.equal(unet_before[k], v) for k, v in model.unet.state_dict().items())
