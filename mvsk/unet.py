@@ -30,6 +30,12 @@ class KeypointTokens(nn.Module):
         self.embeddings = nn.Parameter(torch.randn(n_tokens, dim, generator=g, dtype=torch.float32))
         self.register_buffer("selected", torch.zeros(0, dtype=torch.long))
 
+    def _apply(self, fn, recurse=True):
+        "Move with the model (device), but stay float32 whatever dtype the model is cast to (DESIGN §3)."
+        super()._apply(fn, recurse)
+        if self.embeddings.dtype != torch.float32: self.embeddings.data = self.embeddings.data.float()
+        return self
+
     @property
     def n_tokens(self): return self.embeddings.shape[0]
 
@@ -118,6 +124,9 @@ def forward(self, sample, timestep, encoder_hidden_states, class_labels=None, *a
     is_cfg = cak.pop("is_cfg_guidance", False)
     fusion, generator = cak.pop("fusion", None), cak.pop("generator", None)
     if cak: raise ValueError(f"unexpected cross_attention_kwargs {sorted(cak)}; known: cond_lat, is_cfg_guidance, fusion, generator")
+    if is_cfg and sample.shape[0] != 2:   # Zero123++'s flag: row 0 is the one unconditional sample
+        raise ValueError(f"is_cfg_guidance=True means a batch of [uncond, cond] (2 rows); got {sample.shape[0]} rows. "
+                         "For B objects pass is_cfg_guidance=False with cond_lat = [negative_lat; cond_lat] (as Zero123++'s pipeline)")
     n_cond = sample.shape[0] - (1 if is_cfg else 0)
     if cond_lat.shape[0] != sample.shape[0]:
         raise ValueError(f"cond_lat batch {cond_lat.shape[0]} must match the sample batch {sample.shape[0]}")
@@ -147,7 +156,7 @@ def _sk_latents(self, target, generator):
     if target.ndim != 4 or target.shape[1] != self.unet.config.in_channels or target.shape[0] % V:
         raise ValueError(f"target must be (B, {V}, 3, H, W) images or (B*{V}, {self.unet.config.in_channels}, h, w) "
                          f"latents; got {tuple(target.shape)}")
-    return target
+    return target.to(self.unet.dtype)
 
 def _sk_context(self, tokens, encoder_hidden_states, B, context):
     V = self.sk.n_views
