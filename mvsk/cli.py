@@ -6,7 +6,8 @@ Docs: https://github.com/mvsk/mvsk/cli.html.md"""
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'COMMANDS', 'load_model', 'read_config_file', 'merged_config', 'discovery_config', 'discover_cmd',
-           'train_config', 'train_cmd', 'generate_cmd', 'read_run_keypoints', 'eval_cmd', 'main', 'console']
+           'train_config', 'train_cmd', 'generate_cmd', 'read_run_keypoints', 'eval_cmd', 'strategies_cmd', 'main',
+           'console']
 
 # %% ../nbs/14_cli.ipynb #777b7ddc
 import argparse, json, sys, time
@@ -191,6 +192,45 @@ def eval_cmd(run, data="data/sample", out=None, alphas=(0.05, 0.1), seed=0) -> l
     (out / "report.md").write_text("\n".join(md))
     return rows
 
+# %% ../nbs/14_cli.ipynb #ed851057
+def strategies_cmd(run, data="data/sample", strategies=("none", "concat", "hierarchical", "spatial", "plan_spatial", "plan_blend"),
+                   out=None, model="tiny", device="cpu", steps=28, seed=0, strength=0.3, guidance_every=5, n_objects=None,
+                   n_augment=10) -> list:
+    "Compare fusion strategies with a run's keypoint tokens on a dataset with ground truth; write strategies.md/.png."
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mvsk.data import load_views
+    from mvsk.eval import compare_strategies, to_markdown
+    from mvsk.grid import views_to_grid
+    from mvsk.unet import RefOnlyNoisedUNet, KeypointTokens
+    tok_path = Path(run) / "tokens.safetensors"
+    if not tok_path.is_file(): raise FileNotFoundError(f"{tok_path} does not exist: is {run} a discovery run directory?")
+    data = Path(data)
+    if not data.is_dir(): raise FileNotFoundError(f"missing dataset folder: {data}")
+    names = sorted(p.name for p in data.iterdir() if (p / "keypoints.json").is_file())[:n_objects]
+    if not names: raise ValueError(f"no object with ground truth (keypoints.json) in {data}")
+    tok = KeypointTokens.load(tok_path)
+    comp = load_model(model, device=device)
+    net = RefOnlyNoisedUNet.from_components(comp, n_tokens=tok.n_tokens).to(device)
+    net.tokens = tok.to(device)
+    items = [load_views(data / n, size=comp.view_size, resize=True) for n in names]
+    rows, views = compare_strategies(net, items, tuple(strategies), steps=steps, seed=seed, strength=strength,
+                                     guidance_every=guidance_every, n_augment=n_augment, progress=True)
+    out = Path(out) if out else Path(run)
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axs = plt.subplots(1, len(views) + 1, figsize=(2.2 * (len(views) + 1), 3.6))
+    axs[0].imshow(views_to_grid(items[0]["target_imgs"]).permute(1, 2, 0)); axs[0].set_title("ground truth", fontsize=8)
+    for a, (name, v) in zip(axs[1:], views.items()):
+        a.imshow(views_to_grid(v[names[0]]).permute(1, 2, 0).clamp(0, 1)); a.set_title(name, fontsize=8)
+    for a in axs: a.axis("off")
+    fig.tight_layout(); fig.savefig(out / "strategies.png", dpi=100); plt.close(fig)
+    (out / "strategies.md").write_text("\n".join([
+        f"# Fusion strategies with {Path(run).name}'s keypoint tokens", "",
+        f"Data `{data}` ({len(names)} objects), model `{model}`, {steps} steps, seed {seed}, strength {strength}, "
+        f"keypoint maps refreshed every {guidance_every} steps; means over objects.", "", to_markdown(rows), "",
+        "![strategies](strategies.png)", ""]))
+    return rows
+
 # %% ../nbs/14_cli.ipynb #48927757
 USER_ERRORS = (FileNotFoundError, ValueError)
 
@@ -288,8 +328,20 @@ def _eval_main(argv):
     ap.add_argument("--data", default="data/sample", help="dataset with keypoints.json per object (default data/sample)")
     ap.add_argument("--out", help="where to write the report (default: the run directory)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random baselines and the object split")
+    ap.add_argument("--strategies", help="also compare these fusion strategies (comma-separated, e.g. none,concat,spatial) "
+                    "by generating each object's views with the run's tokens")
+    ap.add_argument("--model", default="tiny", help="model for --strategies: 'tiny' (default) or Zero123++ weights")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=28, help="sampling steps for --strategies (Zero123++: 28 is usually enough)")
+    ap.add_argument("--strength", type=float, default=0.3)
+    ap.add_argument("--n-objects", type=int, help="compare strategies on the first N objects only")
     a = ap.parse_args(argv)
     rows = eval_cmd(a.run, a.data, a.out, seed=a.seed)
+    if a.strategies:
+        srows = strategies_cmd(a.run, a.data, a.strategies.split(","), a.out, a.model, a.device, a.steps, a.seed,
+                               a.strength, n_objects=a.n_objects)
+        print("mvsk eval: strategies " + ", ".join(f"{r['strategy']} PSNR {r['PSNR']:.2f}" for r in srows)
+              + f"; wrote {a.out or a.run}/strategies.md, strategies.png")
     out = a.out or a.run
     print(f"mvsk eval: {rows[0]['method']} PCK@0.1 {rows[0]['PCK@0.1']:.3f} (oracle {rows[1]['PCK@0.1']:.3f}, "
           f"random {rows[2]['PCK@0.1']:.3f}); wrote {out}/report.md, {out}/report.png")

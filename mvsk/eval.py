@@ -9,7 +9,7 @@ __all__ = ['stack_keypoints', 'read_view_masks', 'linear_assignment', 'match_cos
            'multiview_pck', 'coverage', 'random_keypoints', 'centroid_keypoints', 'error_3d', 'regressor_fit',
            'regressor_predict', 'split_objects', 'common_keypoints', 'regression_error', 'dual_alignment',
            'reprojection_error', 'view_agreement', 'keypoint_spread', 'spatial_entropy', 'peakiness', 'report',
-           'to_markdown']
+           'to_markdown', 'psnr', 'ssim', 'compare_strategies']
 
 # %% ../nbs/12_eval.ipynb #d9cd9908
 import math
@@ -455,3 +455,65 @@ def to_markdown(rows: list, digits: int = 3) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+# %% ../nbs/12_eval.ipynb #03eb2774
+def _check_pair(a, b):
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"images must be two (N, C, H, W) tensors of one shape; got {_shape(a)} and {_shape(b)}")
+
+def psnr(a: torch.Tensor, b: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:
+    "(N, C, H, W) images in [0, max_val] -> (N,) PSNR in dB (inf for identical images)."
+    _check_pair(a, b)
+    mse = (a.double() - b.double()).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(max_val ** 2 / mse)).float()
+
+def ssim(a: torch.Tensor, b: torch.Tensor, max_val: float = 1.0, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    "(N, C, H, W) images in [0, max_val] -> (N,) mean SSIM (Gaussian window, per channel, valid region)."
+    _check_pair(a, b)
+    import torch.nn.functional as F
+    x, y = a.double(), b.double()
+    C = x.shape[1]
+    g = torch.exp(-(torch.arange(window, dtype=torch.float64) - (window - 1) / 2) ** 2 / (2 * sigma ** 2))
+    g = (g[:, None] * g[None, :]) / g.sum() ** 2
+    w = g.expand(C, 1, window, window).contiguous()
+    blur = lambda t: F.conv2d(t, w, groups=C)
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1).float()
+
+# %% ../nbs/12_eval.ipynb #9e7e9682
+def compare_strategies(model, items: list, strategies=("none", "concat", "hierarchical", "spatial", "plan_spatial", "plan_blend"),
+                       tokens=None, selected=None, steps: int = 28, seed: int = 0, strength: float = 0.3,
+                       guidance_every: int = 5, agree_threshold: float = 0.05, n_augment: int = 10,
+                       progress: bool = False) -> tuple:
+    "Objects (`load_views` dicts) x strategies -> (rows: one dict per strategy, mean over objects; results[strategy][object] views)."
+    from mvsk.pipeline import generate, GenerationConfig
+    if not items: raise ValueError("need at least one object to compare strategies on")
+    rows, views = [], {}
+    for name in strategies:
+        cfg = GenerationConfig(num_inference_steps=steps, strategy=name, strength=strength, guidance_every=guidance_every,
+                               find_keypoints=True, n_augment=n_augment)
+        ps, ss, res_, agree, used, secs = [], [], [], [], [], []
+        views[name] = {}
+        for it in items:
+            r = generate(model, it["cond_imgs"], cfg, tokens=tokens, selected=selected, generator=seed, progress=progress)
+            gt = it["target_imgs"].to(r.views.dtype)
+            if gt.shape != r.views.shape[1:]:
+                raise ValueError(f"{it.get('name')}: ground-truth views {tuple(gt.shape)} differ from the generated {tuple(r.views.shape[1:])}")
+            ps.append(psnr(r.views[0].float().cpu(), gt.cpu()).mean()); ss.append(ssim(r.views[0].float().cpu(), gt.cpu()).mean())
+            kp = r.keypoints
+            w = (kp["confidence"] * kp["visibility"]).float().cpu()
+            res = reprojection_error(kp["xy"].float().cpu(), [it["cameras"]], w)       # NaN: seen in < 2 views
+            counted = ~res.isnan() & (w > 0)
+            res_.append(res[counted]); agree.append(res[counted] <= agree_threshold); used.append(counted.float().mean())
+            secs.append(sum(r.step_times) / len(r.step_times))
+            views[name][it.get("name", len(views[name]))] = r.views[0].cpu()
+        res_all, agree_all = torch.cat(res_), torch.cat(agree)
+        rows.append({"strategy": name, "PSNR": torch.stack(ps).mean().item(), "SSIM": torch.stack(ss).mean().item(),
+                     "kp views used": torch.stack(used).mean().item(),     # (view, keypoint) pairs triangulated
+                     "kp reproj": res_all.mean().item() if len(res_all) else None,
+                     f"kp agree@{agree_threshold:g}": agree_all.float().mean().item() if len(agree_all) else None,
+                     "s / step": sum(secs) / len(secs)})
+    return rows, views

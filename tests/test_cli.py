@@ -57,10 +57,11 @@ def test_every_command_end_to_end(tmp_path):
     small = ["--n-tokens", "16", "--map-res", "16", "--n-augment", "1"]
     r = run("discover", "--data", str(data), "--out", str(run_dir), "--steps", "2", *small)
     assert r.returncode == 0, r.stderr
-    r = run("eval", str(run_dir), "--data", str(data))
+    r = run("eval", str(run_dir), "--data", str(data), "--strategies", "none,spatial", "--steps", "1", "--n-objects", "1")
     assert r.returncode == 0, r.stderr
     report = (run_dir / "report.md").read_text()
     assert "| oracle |" in report and "mvsk (run)" in report
+    assert "| spatial |" in (run_dir / "strategies.md").read_text()
     r = run("train", "--data", str(data), "--out", str(tmp_path / "train"), "--tokens", str(run_dir / "tokens.safetensors"),
             "--steps", "1", "--batch-size", "1")
     assert r.returncode == 0, r.stderr
