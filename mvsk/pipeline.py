@@ -205,8 +205,9 @@ def _sample(model, rgb, cfg, strategy, guided, emb, sel, gates, generator, progr
 # %% ../nbs/08_pipeline.ipynb #4714998d
 def _find_keypoints(model, views, cond_lat, cond, emb, sel, cfg, seed, g_sk) -> dict:
     B, V = views.shape[:2]
+    g_ex = torch.Generator(device=g_sk.device).manual_seed((seed + 2) % 2 ** 64)   # its own stream: independent of guidance
     def maps_fn(imgs):
-        out = model.forward_sk(imgs.view(B, V, *imgs.shape[1:]), cond_lat, cond, timestep=cfg.sk_timestep, generator=g_sk, tokens=emb)
+        out = model.forward_sk(imgs.view(B, V, *imgs.shape[1:]), cond_lat, cond, timestep=cfg.sk_timestep, generator=g_ex, tokens=emb)
         return out["sk_maps_mean"]["individual_views"].flatten(0, 1)
     kp = extract_keypoints(views.flatten(0, 1), maps_fn, sel, n_augment=cfg.n_augment,
                            affine=RandomAffine(generator=torch.Generator().manual_seed(seed)),
