@@ -36,18 +36,12 @@ def build(name, device, dtype):
         from mvsk.models import load_zero123plus, tiny_zero123plus
         comp = load_zero123plus(tiny_zero123plus(seed=0), dtype=dtype, device=device)
         return RefOnlyNoisedUNet.from_components(comp, n_tokens=cfg["tokens"], sk=sk).eval()
-    from diffusers import UNet2DConditionModel, DDPMScheduler, EulerAncestralDiscreteScheduler
+    from diffusers import EulerAncestralDiscreteScheduler
     from mvsk.models import SCHEDULER_CONFIG
-    u = cfg["unet"]
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=cfg["latent"], in_channels=4, out_channels=4, layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, block_out_channels=u["channels"],
-        attention_head_dim=u["heads"], cross_attention_dim=u["dim"], use_linear_projection=True,
-        norm_num_groups=32).to(device, dtype).requires_grad_(False)
+    from sk_pass import build as build_unet          # one SD2-layout UNet builder for both benchmarks
+    unet, train_s, _ = build_unet(dict(latent=cfg["latent"], **cfg["unet"]), device, dtype)
     val = EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG, timestep_spacing="trailing")
-    return RefOnlyNoisedUNet(unet, DDPMScheduler.from_config(SCHEDULER_CONFIG), val, n_tokens=cfg["tokens"], sk=sk).to(device).eval()
+    return RefOnlyNoisedUNet(unet, train_s, val, n_tokens=cfg["tokens"], sk=sk).to(device).eval()
 
 
 def bench_config(name, device, dtype_name, repeats, steps):

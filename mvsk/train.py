@@ -28,11 +28,27 @@ from .unet import KeypointTokens
 from .models import encode_condition_image, global_embeddings
 
 # %% ../nbs/11_train.ipynb #f31818e9
+class _Settings:
+    "to_dict / from_dict shared by the settings dataclasses of this module (`_what` names them in errors)."
+    _what = "settings"
+    def to_dict(self) -> dict:
+        "JSON-able dict (the nested LossConfig as a dict)."
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        "Inverse of `to_dict`; unknown keys are refused."
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown: raise ValueError(f"unknown {cls._what} {sorted(unknown)}")
+        return cls(**d)
+
+# %% ../nbs/11_train.ipynb #78dd38e7
 OBJECTIVES = ("sk", "integrated")
 
 @dataclass
-class DiscoveryConfig:
+class DiscoveryConfig(_Settings):
     "Every setting of `discover`; each default's source is in the comment beside it."
+    _what = "discovery settings"        # (a class attribute, not a field)
     seed: int = 0                       # ours: seeds the tokens, the training noise/augmentations and the batches
     n_tokens: int = 500                 # StableKeypoints: T = 500 learnable tokens, standard-normal init
     n_keypoints: int = 16               # design plan: K = 16 keypoint tokens (StableKeypoints: 10)
@@ -71,16 +87,6 @@ class DiscoveryConfig:
                              f"{self.lr}, {self.consistency_weight}, {self.consistency_ramp_steps}, {self.timestep}")
         if not 0 <= self.visible_threshold <= 1: raise ValueError(f"visible_threshold must be in [0, 1]; got {self.visible_threshold}")
 
-    def to_dict(self) -> dict:
-        "JSON-able dict (the nested LossConfig as a dict)."
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DiscoveryConfig":
-        "Inverse of `to_dict`; unknown keys are refused."
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown: raise ValueError(f"unknown discovery settings {sorted(unknown)}")
-        return cls(**d)
 
 def _loss_config(d: dict) -> LossConfig:
     unknown = set(d) - {f.name for f in fields(LossConfig)}
@@ -556,8 +562,9 @@ FUSION_TOKENS = ("loss", "selected")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Settings):
     "Every setting of `train`; each default's source is in the comment beside it."
+    _what = "training settings"         # (a class attribute, not a field)
     seed: int = 0                       # ours: seeds the condition encoding, noise, timesteps, dropout, augmentations, batches
     steps: int = 1000                   # ours: a short fine-tune; the plan's ramps are in epochs (see `epoch`)
     batch_size: int = 4                 # ours: objects per optimiser step, as discovery (StableKeypoints' 4)
@@ -604,16 +611,6 @@ class TrainConfig:
         if self.context == "append" and self.loss.full_softmax:
             raise ValueError("context='append' maps are a slice of a wider softmax: use loss=LossConfig(full_softmax=False)")
 
-    def to_dict(self) -> dict:
-        "JSON-able dict (the nested LossConfig as a dict)."
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        "Inverse of `to_dict`; unknown keys are refused."
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown: raise ValueError(f"unknown training settings {sorted(unknown)}")
-        return cls(**d)
 
 def train_epoch(cfg: TrainConfig, step: int, n_units: int) -> float:
     "The design plan's epoch at optimiser step `step` (0-based): objects seen / objects in the dataset."
