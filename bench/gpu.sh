@@ -11,6 +11,8 @@ for dtype in float32 bfloat16; do
   echo; echo "## keypoint pass, $dtype"
   $PY bench/sk_pass.py --configs medium sd2 --device cuda --dtype $dtype --repeats 5
 done
+echo; echo "## one map layer step by step, SD2 (10² -> 128², 500 tokens), float32 maps"
+$PY bench/map_kernel.py --layer sd2 --device cuda
 for dtype in float32 bfloat16; do
   echo; echo "## generation per strategy, SD2-size UNet (random weights), $dtype"
   $PY bench/generate.py --configs sd2 --device cuda --dtype $dtype

@@ -2,9 +2,11 @@
 
 Variants (forward + backward to the tokens, with the condition's reference attention): (a) naive — the whole
 UNet runs and maps are captured at every cross-attention layer; (b) early exit after StableKeypoints' four
-default layers; (c) (b) with the detached query path. Map-capture overhead (forward only, no gradient):
-(d) the stock UNet with diffusers' SDPA processor on the six views, (e) the same forward capturing the
-default layers' maps (no early exit, no reference), reported as (e)/(d).
+default layers; (c) (b) with the detached query path; (f) (b) keeping every softmax chunk for backward
+(`map_checkpoint=False`; the default recomputes them); (g) (b) with the logits in one chunk (what chunking
+buys). Map-capture overhead (forward only, no gradient): (d) the stock UNet with diffusers' SDPA processor on
+the six views, (e) the same forward capturing the default layers' maps (no early exit, no reference),
+reported as (e)/(d).
 
     .venv/bin/python bench/sk_pass.py                      # tiny + medium (SD2 block layout, reduced channels)
     .venv/bin/python bench/sk_pass.py --configs sd2        # opt-in: the SD2-size UNet (866 M parameters)
@@ -23,6 +25,10 @@ CONFIGS = {
 VARIANTS = {"a_naive": dict(layers="all", early_exit=False, detach_query=False),
             "b_early_exit": dict(layers="default", early_exit=True, detach_query=False),
             "c_early_exit_detached": dict(layers="default", early_exit=True, detach_query=True),
+            # (b) keeping each softmax chunk for backward instead of recomputing it (map_checkpoint=False)
+            "f_early_exit_keep": dict(layers="default", early_exit=True, detach_query=False, map_checkpoint=False),
+            # (b) with the whole logits tensor at once (one chunk): what chunking buys
+            "g_early_exit_one_chunk": dict(layers="default", early_exit=True, detach_query=False, map_chunk=2**62),
             # map-capture overhead, forward only: the stock UNet (diffusers' SDPA processor) on the six views, and
             # the same forward with the default maps captured (no early exit, no reference, no gradient)
             "d_plain_forward": dict(plain=True),
@@ -60,7 +66,8 @@ def run_variant(name, variant, cfg, device, dtype_name, repeats, q):
     layers = cross_attention_layers(unet) if variant["layers"] == "all" else None
     fwd_only = variant.get("forward_only", False)
     sk = SKSettings(map_res=cfg["map_res"], early_exit=variant["early_exit"], detach_query=variant["detach_query"],
-                    reference=not fwd_only, **({"layers": tuple(layers)} if layers else {}))
+                    reference=not fwd_only, map_chunk=variant.get("map_chunk"),
+                    map_checkpoint=variant.get("map_checkpoint", True), **({"layers": tuple(layers)} if layers else {}))
     model = RefOnlyNoisedUNet(unet, train_s, val_s, n_tokens=cfg["tokens"], sk=sk).to(device)
     lat = torch.randn(6, 4, L, L, device=device, dtype=dtype)
     cond = torch.randn(1, 4, L, L, device=device, dtype=dtype)
@@ -94,6 +101,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                    help="a subset to run; ratios need their base row (a_naive or d_plain_forward) in the same run")
     ap.add_argument("--json", help="also write the rows to this file")
     a = ap.parse_args(argv)
     ctx = mp.get_context("spawn")
@@ -101,8 +110,8 @@ def main(argv=None):
     print(f"| config | variant | s / step (median of {a.repeats}) | ratio | peak {'GPU alloc' if a.device == 'cuda' else 'RSS'} GiB |")
     print("|---|---|---|---|---|")
     for cname in a.configs:
-        base = None
-        for vname, var in VARIANTS.items():
+        bases = {}
+        for vname, var in ((v, VARIANTS[v]) for v in VARIANTS if v in a.variants):
             q = ctx.Queue()
             p = ctx.Process(target=run_variant, args=(vname, var, CONFIGS[cname], a.device, a.dtype, a.repeats, q))
             p.start()
@@ -111,13 +120,13 @@ def main(argv=None):
                 except Exception:
                     if not p.is_alive(): raise SystemExit(f"{cname}/{vname} failed with exit code {p.exitcode}")
             p.join()
-            base = base or r["seconds"]
-            if vname == "d_plain_forward": base = r["seconds"]    # the overhead rows compare with the plain forward
-            r.update(config=cname, ratio=r["seconds"] / base, device=a.device, dtype=a.dtype)
+            ref = "d_plain_forward" if vname[0] in "de" else "a_naive"   # overhead rows compare with the plain forward
+            if vname == ref: bases[ref] = r["seconds"]
+            r.update(config=cname, ratio=r["seconds"] / bases[ref] if ref in bases else float("nan"), device=a.device, dtype=a.dtype)
             rows.append(r)
-            ref = "naive" if vname[0] in "abc" else "plain"
-            print(f"| {cname} | {vname} | {r['seconds']:.3f} | {r['ratio']:.2f} (vs {ref}) | {r['peak_gib']:.2f} |", flush=True)
-    print(f"\ncommand: python bench/sk_pass.py --configs {' '.join(a.configs)} --device {a.device} --dtype {a.dtype}")
+            print(f"| {cname} | {vname} | {r['seconds']:.3f} | {r['ratio']:.2f} (vs {ref[2:]}) | {r['peak_gib']:.2f} |", flush=True)
+    print(f"\ncommand: python bench/sk_pass.py --configs {' '.join(a.configs)} --device {a.device} --dtype {a.dtype} "
+          f"--repeats {a.repeats}" + (f" --variants {' '.join(a.variants)}" if a.variants != list(VARIANTS) else ""))
     if a.json: open(a.json, "w").write(json.dumps(rows, indent=1))
 
 

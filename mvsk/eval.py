@@ -89,6 +89,15 @@ def _check_xy(xy, name, B=None, V=None):
         want = f"(B={B}, V={V}, K, 2)" if B is not None else "(B, V, K, 2)"
         raise ValueError(f"{name} must be {want} float normalised (x, y); got {_shape(xy)}")
 
+def _check_weights(weights, pred_xy):
+    "Per-keypoint weights (B, V, K) like pred_xy, finite and >= 0 (None: all ones)."
+    B, V, K, _ = pred_xy.shape
+    if weights is None: return torch.ones(B, V, K, dtype=pred_xy.dtype)
+    if not (isinstance(weights, torch.Tensor) and weights.shape == (B, V, K)):
+        raise ValueError(f"weights must be (B, V, K) = {(B, V, K)} like pred_xy; got {_shape(weights)}")
+    if not torch.isfinite(weights).all() or (weights < 0).any(): raise ValueError("weights must be finite and >= 0")
+    return weights
+
 def _check_gt(gt, need_xyz=False):
     if not isinstance(gt, dict) or "xy" not in gt or "visible" not in gt:
         raise ValueError(f"gt must be a dict with 'xy' (B, {N_VIEWS}, N, 2) and 'visible' (B, {N_VIEWS}, N); got {type(gt).__name__}"
@@ -236,10 +245,7 @@ def _triangulated(pred_xy, cameras, weights):
     "-> points (B, K, 3) and residual (B, V, K); NaN for keypoints with fewer than two views of positive weight."
     _check_xy(pred_xy, "pred_xy")
     B, V, K, _ = pred_xy.shape
-    w = torch.ones(B, V, K, dtype=pred_xy.dtype) if weights is None else weights
-    if not (isinstance(w, torch.Tensor) and w.shape == (B, V, K)):
-        raise ValueError(f"weights must be (B, V, K) = {(B, V, K)} like pred_xy; got {_shape(weights)}")
-    if not torch.isfinite(w).all() or (w < 0).any(): raise ValueError("weights must be finite and >= 0")
+    w = _check_weights(weights, pred_xy)
     ok = (w > 0).sum(1) >= 2                                                       # (B, K)
     w = torch.where(ok[:, None], w, torch.ones_like(w)).to(pred_xy.dtype)
     pts = torch.empty(B, K, 3, dtype=pred_xy.dtype); res = torch.empty(B, V, K, dtype=pred_xy.dtype)
@@ -366,9 +372,7 @@ def keypoint_spread(pred_xy: torch.Tensor, weights: torch.Tensor = None) -> torc
     "(B, 6, K, 2) normalised (x, y) (+ weights (B, 6, K)) -> () mean distance (tile units) between two distinct keypoints of one view, over pairs whose weights are both > 0."
     _check_xy(pred_xy, "pred_xy")
     B, V, K, _ = pred_xy.shape
-    w = torch.ones(B, V, K, dtype=torch.bool) if weights is None else weights
-    if not (isinstance(w, torch.Tensor) and w.shape == (B, V, K)):
-        raise ValueError(f"weights must be (B, V, K) = {(B, V, K)} like pred_xy; got {_shape(weights)}")
+    w = _check_weights(weights, pred_xy)
     pair = (w > 0)[..., :, None] & (w > 0)[..., None, :] & ~torch.eye(K, dtype=torch.bool)
     d = (pred_xy[..., :, None, :] - pred_xy[..., None, :, :]).norm(dim=-1)
     return _ratio(d[pair].sum(), pair.sum().float(), "keypoint_spread")

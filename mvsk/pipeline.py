@@ -132,6 +132,9 @@ def _generators(generator, device):
     elif generator is None: seed = torch.Generator().seed()
     elif isinstance(generator, int): seed = generator
     else: raise ValueError(f"generator must be an int seed, a torch.Generator or None; got {type(generator).__name__}")
+    if isinstance(generator, torch.Generator) and generator.device.type != torch.device(device).type:
+        raise ValueError(f"generator is on {generator.device} but the model on {device}: pass an int seed or a "
+                         f"torch.Generator(device='{torch.device(device).type}')")
     g = generator if isinstance(generator, torch.Generator) else torch.Generator(device=device).manual_seed(seed)
     return seed, g, torch.Generator(device=device).manual_seed((seed + 1) % 2 ** 64)
 

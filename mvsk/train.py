@@ -57,6 +57,7 @@ class DiscoveryConfig(_Settings):
     micro_batch: int = 1                # StableKeypoints accumulates one image at a time; ours: objects per forward
     lr: float = 5e-3                    # StableKeypoints: Adam, lr 5e-3 (tokens float32 whatever the UNet's dtype)
     map_res: int = 128                  # StableKeypoints: queries upsampled to 128x128 before the maps
+    map_checkpoint: bool = True         # ours: recompute the maps' softmax in backward, not keep it (memory; exact)
     timestep: int = 0                   # StableKeypoints: t = 0 with fresh noise
     context: str = "replace"            # StableKeypoints: the tokens replace the text context ("append": ours)
     reference: bool = True              # ours: the views read the condition's reference tokens, as in Zero123++
@@ -168,7 +169,8 @@ def batch_units(n_units: int, batch_size: int, seed: int, step: int) -> list:
 
 # %% ../nbs/11_train.ipynb #5e0604e7
 def _sk_kwargs(cfg: DiscoveryConfig) -> dict:
-    return dict(timestep=cfg.timestep, map_res=cfg.map_res, context=cfg.context, reference=cfg.reference)
+    return dict(timestep=cfg.timestep, map_res=cfg.map_res, context=cfg.context, reference=cfg.reference,
+                map_checkpoint=cfg.map_checkpoint)
 
 def view_maps_fn(model, cond_lat: torch.Tensor, encoder_hidden_states: torch.Tensor, cfg: DiscoveryConfig = None):
     "One object's (1, 4, h, w) cond latent + (1, 77, D) embeddings -> maps_fn((N, 3, H, W) in [0, 1]) -> (N, T, r, r) maps."
@@ -581,6 +583,7 @@ class TrainConfig(_Settings):
     fusion_tokens: str = "loss"         # ours: "loss" = the K tokens the keypoint loss selects this step; "selected" = model.tokens.selected
     sk_timestep: int = 0                # StableKeypoints: maps at t = 0 with fresh noise, never the NVS timestep (DESIGN §2.1)
     map_res: int = 128                  # StableKeypoints: queries upsampled to 128x128 before the maps
+    map_checkpoint: bool = True         # ours: recompute the maps' softmax in backward, not keep it (memory; exact)
     context: str = "replace"            # StableKeypoints: the tokens replace the text context
     reference: bool = True              # ours: the keypoint pass reads the condition's reference tokens, as in Zero123++
     mixed_precision: str = "no"         # ours: fp32 unless asked; "fp16"/"bf16" through accelerate (SK pass stays fp32)
@@ -670,7 +673,8 @@ def integrated_step(model, units: DiscoveryUnits, cond: dict, idx: list, step: i
         b = len(part)
         with torch.autocast(dev.type, enabled=False):                   # the keypoint pass and its maps stay float32
             ref = model.sk_step(views, cams, cond_lat, ehs, epoch=epoch, loss_cfg=cfg.loss, timestep=cfg.sk_timestep,
-                                map_res=cfg.map_res, context=cfg.context, reference=cfg.reference)
+                                map_res=cfg.map_res, context=cfg.context, reference=cfg.reference,
+                                map_checkpoint=cfg.map_checkpoint)
         sk, terms = ref["sk_losses"], ref["sk_loss"]
         maps = ref["sk_maps_mean"]["individual_views"].float()          # (b, 6, T, r, r), with their gradient
         if cfg.fusion_tokens == "loss": sel = terms["tokens"][0]        # micro_batch = 1: this object's K loss tokens
