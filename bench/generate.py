@@ -22,7 +22,7 @@ CONFIGS = {
     "medium": dict(unet=dict(channels=(64, 128, 256, 256), heads=(5, 10, 20, 20), dim=1024), latent=40, tokens=100, map_res=64, k=16),
     "sd2": dict(unet=dict(channels=(320, 640, 1280, 1280), heads=(5, 10, 20, 20), dim=1024), latent=40, tokens=500, map_res=128, k=16),
 }
-STRATEGY_ORDER = ("none", "concat", "hierarchical", "spatial", "plan_spatial", "plan_blend")
+STRATEGY_ORDER = ("none", "concat", "hierarchical", "spatial", "plan_spatial", "plan_blend", "concat_rel", "hierarchical_rel")
 
 
 def build(name, device, dtype):

@@ -65,10 +65,12 @@ _RESIZE_CACHE = {}
 
 def bicubic_matrix(n: int, r: int, device=None) -> torch.Tensor:
     "(r, n) matrix M with M @ x == bicubic resize (align_corners=False) of a length-n signal x to length r."
-    key = (n, r, str(device))
+    key = (n, r, str(torch.device(device or "cpu")))
     if key not in _RESIZE_CACHE:
-        basis = torch.eye(n, device=device).view(n, 1, n, 1)
-        _RESIZE_CACHE[key] = F.interpolate(basis, size=(r, 1), mode="bicubic", align_corners=False).view(n, r).T.contiguous()
+        with torch.inference_mode(False), torch.no_grad():   # a plain tensor, even if first built under inference mode
+            basis = torch.eye(n, device=device, dtype=torch.float32).view(n, 1, n, 1)
+            M = F.interpolate(basis, size=(r, 1), mode="bicubic", align_corners=False).view(n, r).T.contiguous()
+        _RESIZE_CACHE[key] = M
     return _RESIZE_CACHE[key]
 
 def default_map_chunk(device) -> int:
@@ -116,6 +118,11 @@ def token_softmax_maps(attn: Attention, queries: torch.Tensor, context: torch.Te
     if context.ndim != 3 or context.shape[0] != N:
         raise ValueError(f"context must be ({N}, S, D); got {tuple(context.shape)}")
     if chunk is not None and chunk < 1: raise ValueError(f"chunk must be a positive number of elements; got {chunk}")
+    with torch.autocast(queries.device.type, enabled=False):   # float32 maps under mixed precision too
+        return _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint)
+
+def _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint):
+    N, (h, w) = queries.shape[0], hw
     lin = lambda layer, t: F.linear(t, layer.weight.float(), None if layer.bias is None else layer.bias.float())
     q = rearrange(lin(attn.to_q, queries.float()) * attn.scale, "n (h w) c -> n c h w", h=h, w=w)
     if (h, w) != (map_res, map_res):   # == to_q(upsample(features)): both are linear, bicubic weights sum to 1

@@ -193,16 +193,18 @@ def eval_cmd(run, data="data/sample", out=None, alphas=(0.05, 0.1), seed=0) -> l
     return rows
 
 # %% ../nbs/14_cli.ipynb #ed851057
-def strategies_cmd(run, data="data/sample", strategies=("none", "concat", "hierarchical", "spatial", "plan_spatial", "plan_blend"),
+def strategies_cmd(run, data="data/sample", strategies=None,
                    out=None, model="tiny", device="cpu", steps=28, seed=0, strength=0.3, guidance_every=5, n_objects=None,
                    n_augment=10) -> list:
-    "Compare fusion strategies with a run's keypoint tokens on a dataset with ground truth; write strategies.md/.png."
+    "Compare fusion strategies (None: every registered one) with a run's keypoint tokens on a dataset with ground truth; write strategies.md/.png."
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from mvsk.data import load_views
     from mvsk.eval import compare_strategies, to_markdown
     from mvsk.grid import views_to_grid
     from mvsk.unet import RefOnlyNoisedUNet, KeypointTokens
+    from mvsk.fusion import STRATEGIES
+    strategies = tuple(STRATEGIES) if strategies is None else tuple(strategies)
     tok_path = Path(run) / "tokens.safetensors"
     if not tok_path.is_file(): raise FileNotFoundError(f"{tok_path} does not exist: is {run} a discovery run directory?")
     data = Path(data)
@@ -214,7 +216,7 @@ def strategies_cmd(run, data="data/sample", strategies=("none", "concat", "hiera
     net = RefOnlyNoisedUNet.from_components(comp, n_tokens=tok.n_tokens).to(device)
     net.tokens = tok.to(device)
     items = [load_views(data / n, size=comp.view_size, resize=True) for n in names]
-    rows, views = compare_strategies(net, items, tuple(strategies), steps=steps, seed=seed, strength=strength,
+    rows, views = compare_strategies(net, items, strategies, steps=steps, seed=seed, strength=strength,
                                      guidance_every=guidance_every, n_augment=n_augment, progress=True)
     out = Path(out) if out else Path(run)
     out.mkdir(parents=True, exist_ok=True)
@@ -311,7 +313,8 @@ def _generate_main(argv):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=75, help="sampling steps (Zero123++: 75; 28 is usually enough)")
     ap.add_argument("--guidance-scale", type=float, default=4.0, help="classifier-free guidance (Zero123++: 4)")
-    ap.add_argument("--strategy", default="none", help="fusion strategy: none, concat, hierarchical, spatial, plan_spatial, plan_blend")
+    ap.add_argument("--strategy", default="none", help="fusion strategy: none, concat, hierarchical, spatial, plan_spatial, "
+                    "plan_blend, concat_rel, hierarchical_rel (mvsk.fusion.STRATEGIES)")
     ap.add_argument("--strength", type=float, default=0.3, help="keypoint guidance strength (design plan: 0.3)")
     ap.add_argument("--tokens", help="tokens.safetensors of a discovery run (needed by every strategy but none)")
     ap.add_argument("--guidance-every", type=int, default=5, help="refresh the keypoint maps every n steps")

@@ -488,13 +488,15 @@ def ssim(a: torch.Tensor, b: torch.Tensor, max_val: float = 1.0, window: int = 1
     return s.flatten(1).mean(1).float()
 
 # %% ../nbs/12_eval.ipynb #9e7e9682
-def compare_strategies(model, items: list, strategies=("none", "concat", "hierarchical", "spatial", "plan_spatial", "plan_blend"),
+def compare_strategies(model, items: list, strategies=None,
                        tokens=None, selected=None, steps: int = 28, seed: int = 0, strength: float = 0.3,
                        guidance_every: int = 5, agree_threshold: float = 0.05, n_augment: int = 10,
                        progress: bool = False) -> tuple:
-    "Objects (`load_views` dicts) x strategies -> (rows: one dict per strategy, mean over objects; results[strategy][object] views)."
+    "Objects (`load_views` dicts) x strategies (None: every registered one) -> (rows: one dict per strategy, mean over objects; results[strategy][object] views)."
     from mvsk.pipeline import generate, GenerationConfig
+    from mvsk.fusion import STRATEGIES
     if not items: raise ValueError("need at least one object to compare strategies on")
+    strategies = tuple(STRATEGIES) if strategies is None else tuple(strategies)
     rows, views = [], {}
     for name in strategies:
         cfg = GenerationConfig(num_inference_steps=steps, strategy=name, strength=strength, guidance_every=guidance_every,

@@ -1,4 +1,4 @@
-"""Six ways to let K keypoint tokens and their per-view maps change Zero123++'s main-pass cross-attention, behind one interface (`KeypointFusion`), each with a setting under which it is plain Zero123++ bit for bit.
+"""Eight ways to let K keypoint tokens and their per-view maps change Zero123++'s main-pass cross-attention, behind one interface (`KeypointFusion`), each with a setting under which it is plain Zero123++ bit for bit.
 
 Docs: https://github.com/mvsk/mvsk/fusion.html.md"""
 
@@ -125,17 +125,29 @@ def _none(x: FusionInputs) -> tuple:
     return None, (_global_probs(x) if x.need_weights else None), None
 
 # %% ../nbs/07_fusion.ipynb #8b309b8b
-def _concat(x: FusionInputs) -> tuple:
-    w = x.token_sum.softmax(-1)                                       # (n, K)
-    kK, vK = _token_kv(x, w[..., None] * x.tokens)
+def _concat_weighted(x: FusionInputs, w: torch.Tensor) -> tuple:
+    kK, vK = _token_kv(x, w[..., None] * x.tokens)                    # w: (n, K) importances
     return _joint(x, kK, vK, _log_strength(x.strength))
 
+def _concat(x: FusionInputs) -> tuple: return _concat_weighted(x, x.token_sum.softmax(-1))
+
 # %% ../nbs/07_fusion.ipynb #e855de79
-def _hierarchical(x: FusionInputs) -> tuple:
-    kK, vK = _token_kv(x, x.token_mean[..., None] * x.tokens)
+def _hierarchical_weighted(x: FusionInputs, m: torch.Tensor) -> tuple:
+    kK, vK = _token_kv(x, m[..., None] * x.tokens)                    # m: (n, K) importances
     pK = (x.q @ kK.transpose(-1, -2) * _scale(x)).softmax(-1)
     g = x.gate.to(x.q.dtype)
     return g * (pK @ vK), (_global_probs(x) if x.need_weights else None), g * pK
+
+def _hierarchical(x: FusionInputs) -> tuple: return _hierarchical_weighted(x, x.token_mean)
+
+# %% ../nbs/07_fusion.ipynb #86a6c768
+def _relative(s: torch.Tensor) -> torch.Tensor:
+    "(n, K) non-negative importances -> divided by their maximum over K (all-zero rows stay zero)."
+    return s / s.amax(-1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
+
+def _concat_rel(x: FusionInputs) -> tuple: return _concat_weighted(x, _relative(x.token_sum))
+
+def _hierarchical_rel(x: FusionInputs) -> tuple: return _hierarchical_weighted(x, _relative(x.token_mean))
 
 # %% ../nbs/07_fusion.ipynb #969f7628
 def _spatial(x: FusionInputs) -> tuple:
@@ -189,6 +201,9 @@ for _s in [
     FusionStrategy("spatial", _spatial, "ε = 0 and A_k(x) = 0 for all k (per pixel)", "design plan, Strategy 3, made effective"),
     FusionStrategy("plan_spatial", _plan_spatial, "none (at α = 0 it is softmax(P), not P)", "design plan, Strategy 3, literal"),
     FusionStrategy("plan_blend", _plan_blend, "strength α = 0", "design plan, guided attention blend, literal"),
+    FusionStrategy("concat_rel", _concat_rel, "strength α = 0", "ours: Strategy 1 with importances s_k / max_j s_j"),
+    FusionStrategy("hierarchical_rel", _hierarchical_rel, "γ = 0 (the initial value)",
+                   "ours: Strategy 2 with importances m_k / max_j m_j", uses_gates=True),
 ]: register_strategy(_s)
 
 # %% ../nbs/07_fusion.ipynb #3665ee00
@@ -298,13 +313,14 @@ def _record(self, layer, hw, w77, wK):
         w = wK.float().mean(1)                                             # (n, N, K), head mean
         row["kp_mass"] = w.sum(-1).mean().item()
         row["kp_entropy"] = _norm_entropy(w, 1).nanmean().item()
+        if w.shape[-1] > 1: row["kp_token_entropy"] = _norm_entropy(w, -1).nanmean().item()
         if self.record == "maps": row["kp_mass_map"] = w.sum(-1).view(w.shape[0], *hw).cpu()
     self.stats.append(row)
 
 def _summary(self) -> dict:
     "Mean of each recorded diagnostic over all calls (NaN where never recorded)."
     out = {}
-    for key in ("kp_mass", "kp_entropy", "global_entropy"):
+    for key in ("kp_mass", "kp_entropy", "kp_token_entropy", "global_entropy"):
         vals = [r[key] for r in self.stats if key in r and not math.isnan(r[key])]
         out[key] = sum(vals) / len(vals) if vals else float("nan")
     return out

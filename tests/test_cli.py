@@ -46,6 +46,10 @@ def test_help_for_every_command():
     for cmd in ("demo", "discover", "train", "render", "generate", "eval"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage: mvsk " + cmd in r.stdout
+        if cmd == "generate":                         # the help's list of strategies is every registered one
+            from mvsk.fusion import STRATEGIES
+            help_text = " ".join(r.stdout.split())
+            assert all(name in help_text.split("fusion strategy:")[1] for name in STRATEGIES), help_text
 
 
 def test_every_command_end_to_end(tmp_path):
