@@ -13,6 +13,7 @@ over the rounds are reported, with the ratio of the minima (the least disturbed 
     .venv/bin/python bench/generate.py                          # the tiny model (CPU)
     .venv/bin/python bench/generate.py --configs tiny medium    # + an SD2-layout UNet with reduced channels
     .venv/bin/python bench/generate.py --device cuda --dtype float16 --configs sd2   # the SD2-size UNet (866 M)
+    .venv/bin/python bench/generate.py --memory                 # + peak memory per variant, each in its own process
 """
 import argparse, json, math, statistics, sys, time
 
@@ -44,7 +45,8 @@ def build(name, device, dtype):
     return RefOnlyNoisedUNet(unet, train_s, val, n_tokens=cfg["tokens"], sk=sk).to(device).eval()
 
 
-def bench_config(name, device, dtype_name, repeats, steps):
+def setup(name, device, dtype_name, steps) -> tuple:
+    "-> (variants: name -> callable running one step, sync) for a config."
     import torch
     from mvsk.fusion import KeypointFusion, HierarchicalGates, STRATEGIES
     from mvsk.pipeline import keypoint_maps
@@ -84,6 +86,12 @@ def bench_config(name, device, dtype_name, repeats, steps):
     variants["keypoint pass alone"] = refresh
     for s in ("concat", "hierarchical", "spatial"):
         variants[f"{s} + keypoint pass (guidance_every=1)"] = lambda s=s: guided_step(s)
+    return variants, sync
+
+
+def bench_config(name, device, dtype_name, repeats, steps):
+    import torch
+    variants, sync = setup(name, device, dtype_name, steps)
     times = {v: [] for v in variants}
     with torch.no_grad():
         for rnd in range(repeats + 1):                     # round 0 warms up and is not counted
@@ -96,6 +104,31 @@ def bench_config(name, device, dtype_name, repeats, steps):
                  min_ratio=low[v] / low["none"], device=device, dtype=dtype_name) for v in variants]
 
 
+def _peak_one(name, variant, device, dtype_name, steps, q):
+    "In its own process: set up, run `variant` twice, report peak RSS (CPU) or peak allocated memory (CUDA)."
+    import resource, torch
+    variants, sync = setup(name, device, dtype_name, steps)
+    if device.startswith("cuda"): torch.cuda.reset_peak_memory_stats()
+    with torch.no_grad():
+        for _ in range(2): variants[variant](); sync()
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    q.put(peak / 2**30)
+
+
+def peak_memory(name, device, dtype_name, steps) -> dict:
+    "Peak memory of each variant, each in a fresh process (CPU: the whole process's RSS, model included)."
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    out = {}
+    for v in [*STRATEGY_ORDER, "keypoint pass alone"]:
+        q = ctx.Queue()
+        p = ctx.Process(target=_peak_one, args=(name, v, device, dtype_name, steps, q))
+        p.start(); p.join()
+        if p.exitcode != 0: raise SystemExit(f"{name}/{v} failed with exit code {p.exitcode}")
+        out[v] = q.get()
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=["tiny"], choices=list(CONFIGS))
@@ -104,6 +137,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5, help="timed rounds (one of each variant per round)")
     ap.add_argument("--steps", type=int, default=75, help="sampling steps the scheduler is set to (the step timed is at 1/3)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--memory", action="store_true", help="also the peak memory of each variant, each in its own process")
     ap.add_argument("--json", help="also write the rows to this file")
     a = ap.parse_args(argv)
     if a.threads:
@@ -116,8 +150,17 @@ def main(argv=None):
         for r in bench_config(c, a.device, a.dtype, a.repeats, a.steps):
             rows.append(r)
             print(f"| {c} | {r['variant']} | {r['seconds']:.3f} | {r['ratio']:.2f} | {r['min_seconds']:.3f} | {r['min_ratio']:.2f} |", flush=True)
+    if a.memory:
+        what = "peak GPU allocated" if a.device.startswith("cuda") else "peak RSS of the process (model included)"
+        print(f"\n| config | variant | {what} GiB | x none |\n|---|---|---|---|")
+        for c in a.configs:
+            mem = peak_memory(c, a.device, a.dtype, a.steps)
+            for v, gib in mem.items():
+                next(r for r in rows if r["config"] == c and r["variant"] == v)["peak_gib"] = gib
+                print(f"| {c} | {v} | {gib:.3f} | {gib / mem['none']:.3f} |", flush=True)
     print(f"\ncommand: python bench/generate.py --configs {' '.join(a.configs)} --device {a.device} --dtype {a.dtype} "
-          f"--repeats {a.repeats} --steps {a.steps}" + (f" --threads {a.threads}" if a.threads else ""))
+          f"--repeats {a.repeats} --steps {a.steps}" + (f" --threads {a.threads}" if a.threads else "")
+          + (" --memory" if a.memory else ""))
     if a.json: open(a.json, "w").write(json.dumps(rows, indent=1))
 
 

@@ -15,5 +15,5 @@ echo; echo "## one map layer step by step, SD2 (10² -> 128², 500 tokens), floa
 $PY bench/map_kernel.py --layer sd2 --device cuda
 for dtype in float32 bfloat16; do
   echo; echo "## generation per strategy, SD2-size UNet (random weights), $dtype"
-  $PY bench/generate.py --configs sd2 --device cuda --dtype $dtype
+  $PY bench/generate.py --configs sd2 --device cuda --dtype $dtype --memory
 done

@@ -6,7 +6,8 @@ default layers; (c) (b) with the detached query path; (f) (b) keeping every soft
 (`map_checkpoint=False`; the default recomputes them); (g) (b) with the logits in one chunk (what chunking
 buys). Map-capture overhead (forward only, no gradient): (d) the stock UNet with diffusers' SDPA processor on
 the six views, (e) the same forward capturing the default layers' maps (no early exit, no reference),
-reported as (e)/(d).
+reported as (e)/(d) and, less exposed to load changes, as the ratio of the two forwards alternating in (e)'s
+process.
 
     .venv/bin/python bench/sk_pass.py                      # tiny + medium (SD2 block layout, reduced channels)
     .venv/bin/python bench/sk_pass.py --configs sd2        # opt-in: the SD2-size UNet (866 M parameters)
@@ -80,10 +81,25 @@ def run_variant(name, variant, cfg, device, dtype_name, repeats, q):
         model.tokens.embeddings.grad = None
         out = model.forward_sk(lat, cond, ehs)
         out["sk_maps_mean"]["individual_views"].pow(2).mean().backward()
-    return _time(name, step, sync, device, repeats, q)
+    extra = {}
+    if fwd_only:   # the overhead again, in this one process: plain SDPA and capture forwards alternating
+        from diffusers.models.attention_processor import AttnProcessor2_0
+        ctx = torch.randn(6, cfg["tokens"], cfg["dim"], device=device, dtype=dtype)
+        mine, times = dict(unet.attn_processors), {"plain": [], "capture": []}
+        for rnd in range(repeats + 1):                 # round 0 warms up
+            for kind in ("plain", "capture"):
+                unet.set_attn_processor(AttnProcessor2_0() if kind == "plain" else dict(mine))   # (it empties a dict)
+                with torch.no_grad():
+                    sync(); t0 = time.perf_counter()
+                    unet(lat, 0, ctx) if kind == "plain" else model.forward_sk(lat)
+                    sync()
+                if rnd: times[kind].append(time.perf_counter() - t0)
+        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        extra = dict(paired_ratio=med["capture"] / med["plain"])
+    return _time(name, step, sync, device, repeats, q, extra)
 
 
-def _time(name, step, sync, device, repeats, q):
+def _time(name, step, sync, device, repeats, q, extra=None):
     import torch
     step(); sync()                                     # warm-up
     if device == "cuda": torch.cuda.reset_peak_memory_stats()
@@ -92,7 +108,7 @@ def _time(name, step, sync, device, repeats, q):
         t0 = time.perf_counter(); step(); sync(); times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    q.put(dict(variant=name, seconds=sorted(times)[len(times) // 2], peak_gib=peak))
+    q.put(dict(variant=name, seconds=sorted(times)[len(times) // 2], peak_gib=peak, **(extra or {})))
 
 
 def main(argv=None):
@@ -124,7 +140,8 @@ def main(argv=None):
             if vname == ref: bases[ref] = r["seconds"]
             r.update(config=cname, ratio=r["seconds"] / bases[ref] if ref in bases else float("nan"), device=a.device, dtype=a.dtype)
             rows.append(r)
-            print(f"| {cname} | {vname} | {r['seconds']:.3f} | {r['ratio']:.2f} (vs {ref[2:]}) | {r['peak_gib']:.2f} |", flush=True)
+            paired = f"; {r['paired_ratio']:.2f} alternating in one process" if "paired_ratio" in r else ""
+            print(f"| {cname} | {vname} | {r['seconds']:.3f} | {r['ratio']:.2f} (vs {ref[2:]}{paired}) | {r['peak_gib']:.2f} |", flush=True)
     print(f"\ncommand: python bench/sk_pass.py --configs {' '.join(a.configs)} --device {a.device} --dtype {a.dtype} "
           f"--repeats {a.repeats}" + (f" --variants {' '.join(a.variants)}" if a.variants != list(VARIANTS) else ""))
     if a.json: open(a.json, "w").write(json.dumps(rows, indent=1))

@@ -82,14 +82,16 @@ class HeadMeanSoftmax(torch.autograd.Function):
     "(N, H, R, d) queries, (N, H, d, S) keys -> (N, R, T): softmax over S, sliced to T tokens, mean over heads; chunked."
     @staticmethod
     def forward(ctx, q, kT, rows: int, token_slice: slice, recompute: bool):
-        parts, kept = [], []
-        for i in range(0, q.shape[2], rows):
+        (N, _, R, _), S = q.shape, kT.shape[-1]
+        out = q.new_empty(N, R, len(range(S)[token_slice]))   # written in place: small per-chunk results
+        kept = []                                            # would pin holes between the freed chunk buffers
+        for i in range(0, R, rows):
             p = (q[:, :, i:i + rows] @ kT).softmax(dim=-1)
-            parts.append(p[..., token_slice].mean(dim=1))
+            torch.mean(p[..., token_slice], dim=1, out=out[:, i:i + rows])
             if not recompute: kept.append(p)
         ctx.save_for_backward(q, kT, *kept)
         ctx.rows, ctx.token_slice = rows, token_slice
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -127,7 +129,7 @@ def _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoi
     q = rearrange(lin(attn.to_q, queries.float()) * attn.scale, "n (h w) c -> n c h w", h=h, w=w)
     if (h, w) != (map_res, map_res):   # == to_q(upsample(features)): both are linear, bicubic weights sum to 1
         q = bicubic_matrix(h, map_res, q.device) @ q @ bicubic_matrix(w, map_res, q.device).T
-    q = rearrange(q, "n (hd d) h w -> n hd (h w) d", hd=attn.heads)
+    q = rearrange(q, "n (hd d) h w -> n hd (h w) d", hd=attn.heads).contiguous()   # contiguous rows: faster chunk matmuls
     kT = rearrange(lin(attn.to_k, context.float()), "n s (hd d) -> n hd d s", hd=attn.heads)
     rows = max(1, (chunk or default_map_chunk(q.device)) // (N * attn.heads * kT.shape[-1]))
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or kT.requires_grad)

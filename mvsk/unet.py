@@ -89,10 +89,10 @@ class RefOnlyNoisedUNet(nn.Module):
         return [self.tokens.embeddings]
 
     @property
-    def dtype(self): return self.unet.dtype
+    def dtype(self): return self.unet.conv_in.weight.dtype    # == unet.dtype, without walking every module
 
     @property
-    def device(self): return self.unet.device
+    def device(self): return self.unet.conv_in.weight.device
 
 # %% ../nbs/04_unet.ipynb #8146d1be
 def noise_condition(self, cond_lat, timestep, generator=None):
@@ -135,7 +135,7 @@ def forward(self, sample, timestep, encoder_hidden_states, class_labels=None, *a
     self.forward_cond(noisy[-n_cond:] if is_cfg else noisy, timestep, encoder_hidden_states, ref_dict, class_labels,
                       is_cfg, **kwargs)
     state = PassState(latent_hw=tuple(sample.shape[-2:]), fusion=fusion)
-    dt = self.unet.dtype
+    dt = self.dtype
     return self.unet(sample, timestep, encoder_hidden_states, *args, class_labels=class_labels,
                      cross_attention_kwargs=dict(mode="r", ref_dict=ref_dict, is_cfg_guidance=is_cfg, pass_state=state),
                      down_block_additional_residuals=None if down_block_res_samples is None else [s.to(dt) for s in down_block_res_samples],
@@ -152,11 +152,11 @@ def _sk_latents(self, target, generator):
     if target.ndim == 5:
         if self.components is None: raise ValueError("images need the VAE: build with RefOnlyNoisedUNet.from_components")
         lat = encode_target_images(self.components, target, generator=generator, parts=("views",))["views"]
-        return lat.to(self.unet.dtype)
+        return lat.to(self.dtype)
     if target.ndim != 4 or target.shape[1] != self.unet.config.in_channels or target.shape[0] % V:
         raise ValueError(f"target must be (B, {V}, 3, H, W) images or (B*{V}, {self.unet.config.in_channels}, h, w) "
                          f"latents; got {tuple(target.shape)}")
-    return target.to(self.unet.dtype)
+    return target.to(self.dtype)
 
 def _sk_context(self, tokens, encoder_hidden_states, B, context):
     V = self.sk.n_views
@@ -198,9 +198,9 @@ def forward_sk(self, target, cond_lat=None, encoder_hidden_states=None, timestep
         tc = t[:B]
         noisy_cond = self.train_sched.add_noise(cond_lat, torch.randn(cond_lat.shape, generator=generator, dtype=cond_lat.dtype,
                                                                       device=cond_lat.device), tc)
-        self.forward_cond(noisy_cond.to(self.unet.dtype), tc, encoder_hidden_states.to(self.unet.dtype), ref_dict, pass_state=state)
+        self.forward_cond(noisy_cond.to(self.dtype), tc, encoder_hidden_states.to(self.dtype), ref_dict, pass_state=state)
     try:
-        self.unet(noisy, t, ctx.to(self.unet.dtype), cross_attention_kwargs=dict(mode="skw", ref_dict=ref_dict, pass_state=state))
+        self.unet(noisy, t, ctx.to(self.dtype), cross_attention_kwargs=dict(mode="skw", ref_dict=ref_dict, pass_state=state))
     except EarlyExit:
         pass   # everything after the last captured layer is skipped on purpose
     finally:
