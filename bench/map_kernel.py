@@ -10,7 +10,8 @@ forward + backward to the features and the context:
 - + chunks, autograd: softmax in chunks of query pixels (liberty 3), the default chunk size for the device,
   backward by autograd through each chunk's ops;
 - + own backward, kept: `token_softmax_maps(checkpoint=False)`: the chunks with `HeadMeanSoftmax`'s hand-written
-  backward, each chunk's softmax kept for it;
+  backward, each chunk's softmax kept for it, and the order `score_first` picks (score, then resize the logits,
+  when the head dim exceeds the layer's side: liberty 4; the header line says which);
 - + recompute (mvsk default): `token_softmax_maps()`, each chunk's softmax recomputed in backward.
 
     .venv/bin/python bench/map_kernel.py                                   # medium, SD2-layout layers, CPU
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from diffusers.models.attention_processor import Attention
 
-from mvsk.attention import token_softmax_maps, bicubic_matrix, default_map_chunk
+from mvsk.attention import token_softmax_maps, bicubic_matrix, default_map_chunk, score_first
 
 LAYERS = {  # one up_blocks.1 cross-attention layer: channels, heads, context dim, per-view side, tokens, map side
     "tiny": dict(C=64, heads=4, D=32, side=4, T=64, r=32),
@@ -95,7 +96,8 @@ def main(argv=None):
         return step
 
     print(f"layer {a.layer}: {a.views} views, {c['heads']} heads, {side}² -> {r}², {c['T']} tokens, "
-          f"chunk {default_map_chunk(a.device)} elements; device {a.device}")
+          f"chunk {default_map_chunk(a.device)} elements; score first: {score_first((side, side), c['C'] // c['heads'], r)}; "
+          f"device {a.device}")
     print("| variant | forward ms | × literal | fwd+bwd ms | × literal |")
     print("|---|---|---|---|---|")
     base_f = base_b = None

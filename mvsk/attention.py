@@ -6,7 +6,7 @@ Docs: https://github.com/mvsk/mvsk/attention.html.md"""
 
 # %% auto #0
 __all__ = ['SK_LAYERS', 'MODES', 'SKSettings', 'PassState', 'EarlyExit', 'bicubic_matrix', 'default_map_chunk', 'HeadMeanSoftmax',
-           'token_softmax_maps', 'reshape_and_tile', 'MVSKAttnProcessor', 'cross_attention_layers',
+           'token_softmax_maps', 'score_first', 'reshape_and_tile', 'MVSKAttnProcessor', 'cross_attention_layers',
            'install_processors']
 
 # %% ../nbs/03_attention.ipynb #0421bf3d
@@ -78,37 +78,50 @@ def default_map_chunk(device) -> int:
     return 2**20 if torch.device(device).type == "cpu" else 2**26
 
 # %% ../nbs/03_attention.ipynb #2e89d23d
+def _band(Ai: torch.Tensor):
+    "Columns of A's rows that can be non-zero: all of them, or for a shared (2-D) matrix such as a bicubic resize, its band."
+    if Ai.ndim != 2: return slice(None)
+    nz = Ai.ne(0).any(0).nonzero()
+    return slice(int(nz.min()), int(nz.max()) + 1) if len(nz) else slice(0, 1)
+
 class HeadMeanSoftmax(torch.autograd.Function):
-    "(N, H, R, d) queries, (N, H, d, S) keys -> (N, R, T): softmax over S, sliced to T tokens, mean over heads; chunked."
+    """Head-mean softmax of the logits `A @ B`, a few rows of A at a time: A (..., R, k), B (N, H, k, u·S) -> (N, R·u, T).
+    Rows i..i+n of A give the logits `(A[..., i:i+n, :] @ B)` viewed (N, H, n·u, S); softmax over S, sliced to T, mean over H."""
     @staticmethod
-    def forward(ctx, q, kT, rows: int, token_slice: slice, recompute: bool):
-        (N, _, R, _), S = q.shape, kT.shape[-1]
-        out = q.new_empty(N, R, len(range(S)[token_slice]))   # written in place: small per-chunk results
-        kept = []                                            # would pin holes between the freed chunk buffers
+    def forward(ctx, A, B, S: int, rows: int, token_slice: slice, recompute: bool):
+        N, H, R, u = B.shape[0], B.shape[1], A.shape[-2], B.shape[-1] // S
+        out = B.new_empty(N, R * u, len(range(S)[token_slice]))   # written in place: small per-chunk results
+        kept = []                                                # would pin holes between the freed chunk buffers
         for i in range(0, R, rows):
-            p = (q[:, :, i:i + rows] @ kT).softmax(dim=-1)
-            torch.mean(p[..., token_slice], dim=1, out=out[:, i:i + rows])
+            Ai = A[..., i:i + rows, :]
+            band = _band(Ai)                                     # a resize row reads 4 of the h rows of B
+            p = (Ai[..., band] @ B[:, :, band]).view(N, H, -1, S).softmax(dim=-1)
+            torch.mean(p[..., token_slice], dim=1, out=out[:, i * u:(i + rows) * u])
             if not recompute: kept.append(p)
-        ctx.save_for_backward(q, kT, *kept)
-        ctx.rows, ctx.token_slice = rows, token_slice
+        ctx.save_for_backward(A, B, *kept)
+        ctx.S, ctx.rows, ctx.token_slice = S, rows, token_slice
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        q, kT, *kept = ctx.saved_tensors
-        N, H, R, _ = q.shape
-        dq = torch.empty_like(q) if ctx.needs_input_grad[0] else None
-        dkT = torch.zeros_like(kT) if ctx.needs_input_grad[1] else None
-        for j, i in enumerate(range(0, R, ctx.rows)):
-            qi = q[:, :, i:i + ctx.rows]
-            p = kept[j] if kept else (qi @ kT).softmax(dim=-1)
-            g = grad.new_zeros(N, 1, qi.shape[2], kT.shape[-1])
-            g[..., ctx.token_slice] = grad[:, None, i:i + ctx.rows] / H
-            dlogits = p * (g - (p * g).sum(dim=-1, keepdim=True))
-            if dq is not None: dq[:, :, i:i + ctx.rows] = dlogits @ kT.transpose(-1, -2)
-            if dkT is not None: dkT += qi.transpose(-1, -2) @ dlogits
-        return dq, dkT, None, None, None
+        A, B, *kept = ctx.saved_tensors
+        S, rows = ctx.S, ctx.rows
+        N, H, R, u = B.shape[0], B.shape[1], A.shape[-2], B.shape[-1] // S
+        dA = torch.zeros_like(A) if ctx.needs_input_grad[0] else None
+        dB = torch.zeros_like(B) if ctx.needs_input_grad[1] else None
+        for j, i in enumerate(range(0, R, rows)):
+            Ai = A[..., i:i + rows, :]
+            n, band = Ai.shape[-2], _band(Ai)
+            p = kept[j] if kept else (Ai[..., band] @ B[:, :, band]).view(N, H, -1, S).softmax(dim=-1)
+            g = grad.new_zeros(N, 1, n * u, S)
+            g[..., ctx.token_slice] = grad[:, None, i * u:(i + n) * u] / H
+            dlogits = (p * (g - (p * g).sum(dim=-1, keepdim=True))).view(N, H, n, u * S)
+            if dA is not None:                                 # summed over N, H when A is shared (a resize matrix)
+                dAi = dlogits @ B.transpose(-1, -2)
+                dA[..., i:i + rows, :] = dAi.sum(dim=tuple(range(dAi.ndim - A.ndim))) if dAi.ndim > A.ndim else dAi
+            if dB is not None: dB[:, :, band] += Ai[..., band].transpose(-1, -2) @ dlogits
+        return dA, dB, None, None, None, None
 
 # %% ../nbs/03_attention.ipynb #f4d227e7
 def token_softmax_maps(attn: Attention, queries: torch.Tensor, context: torch.Tensor, hw: tuple, map_res: int,
@@ -123,18 +136,29 @@ def token_softmax_maps(attn: Attention, queries: torch.Tensor, context: torch.Te
     with torch.autocast(queries.device.type, enabled=False):   # float32 maps under mixed precision too
         return _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint)
 
+def score_first(hw: tuple, head_dim: int, map_res: int) -> bool:
+    "Whether `token_softmax_maps` scores at the layer's resolution, then resizes the logits (fewer multiply-adds when h < d)."
+    return tuple(hw) != (map_res, map_res) and hw[0] < head_dim
+
 def _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint):
-    N, (h, w) = queries.shape[0], hw
+    N, (h, w), H, r = queries.shape[0], hw, attn.heads, map_res
     lin = lambda layer, t: F.linear(t, layer.weight.float(), None if layer.bias is None else layer.bias.float())
-    q = rearrange(lin(attn.to_q, queries.float()) * attn.scale, "n (h w) c -> n c h w", h=h, w=w)
-    if (h, w) != (map_res, map_res):   # == to_q(upsample(features)): both are linear, bicubic weights sum to 1
-        q = bicubic_matrix(h, map_res, q.device) @ q @ bicubic_matrix(w, map_res, q.device).T
-    q = rearrange(q, "n (hd d) h w -> n hd (h w) d", hd=attn.heads).contiguous()   # contiguous rows: faster chunk matmuls
-    kT = rearrange(lin(attn.to_k, context.float()), "n s (hd d) -> n hd d s", hd=attn.heads)
-    rows = max(1, (chunk or default_map_chunk(q.device)) // (N * attn.heads * kT.shape[-1]))
-    needs_grad = torch.is_grad_enabled() and (q.requires_grad or kT.requires_grad)
-    probs = HeadMeanSoftmax.apply(q, kT, rows, token_slice, checkpoint or not needs_grad)   # (N, r*r, T)
-    return rearrange(probs, "n (h w) t -> n t h w", h=map_res)
+    q = lin(attn.to_q, queries.float()) * attn.scale                           # (N, h*w, H*d), scale folded in
+    kT = rearrange(lin(attn.to_k, context.float()), "n s (hd d) -> n hd d s", hd=H)
+    S, budget = kT.shape[-1], chunk or default_map_chunk(q.device)
+    recompute = checkpoint or not (torch.is_grad_enabled() and (q.requires_grad or kT.requires_grad))
+    if score_first(hw, kT.shape[-2], r):                                       # liberty 4: score, then resize
+        logits = rearrange(q, "n l (hd d) -> n hd l d", hd=H) @ kT             # (N, H, h*w, S)
+        logits = torch.einsum("Xx,nhyxs->nhyXs", bicubic_matrix(w, r, q.device), logits.view(N, H, h, w, S))
+        probs = HeadMeanSoftmax.apply(bicubic_matrix(h, r, q.device), logits.reshape(N, H, h, r * S), S,
+                                      max(1, budget // (N * H * r * S)), token_slice, recompute)   # rows of r pixels
+    else:                                                                      # resize the queries, then score
+        q = rearrange(q, "n (y x) c -> n c y x", y=h, x=w)
+        if (h, w) != (r, r):   # == to_q(upsample(features)): both are linear, bicubic weights sum to 1
+            q = bicubic_matrix(h, r, q.device) @ q @ bicubic_matrix(w, r, q.device).T
+        q = rearrange(q, "n (hd d) y x -> n hd (y x) d", hd=H).contiguous()   # contiguous rows: faster chunk matmuls
+        probs = HeadMeanSoftmax.apply(q, kT, S, max(1, budget // (N * H * S)), token_slice, recompute)
+    return rearrange(probs, "n (y x) t -> n t y x", y=r)
 
 # %% ../nbs/03_attention.ipynb #496d5140
 def reshape_and_tile(maps: torch.Tensor, hw: tuple, rows: int = GRID_ROWS, cols: int = GRID_COLS) -> torch.Tensor:
