@@ -137,8 +137,8 @@ def token_softmax_maps(attn: Attention, queries: torch.Tensor, context: torch.Te
         return _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint)
 
 def score_first(hw: tuple, head_dim: int, map_res: int) -> bool:
-    "Whether `token_softmax_maps` scores at the layer's resolution, then resizes the logits (fewer multiply-adds when h < d)."
-    return tuple(hw) != (map_res, map_res) and hw[0] < head_dim
+    "Whether `token_softmax_maps` scores at the layer's resolution, then resizes the logits (when the head dim is >= 2x the side)."
+    return tuple(hw) != (map_res, map_res) and 2 * max(hw) <= head_dim
 
 def _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint):
     N, (h, w), H, r = queries.shape[0], hw, attn.heads, map_res
