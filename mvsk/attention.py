@@ -78,11 +78,15 @@ def default_map_chunk(device) -> int:
     return 2**20 if torch.device(device).type == "cpu" else 2**26
 
 # %% ../nbs/03_attention.ipynb #2e89d23d
-def _band(Ai: torch.Tensor):
-    "Columns of A's rows that can be non-zero: all of them, or for a shared (2-D) matrix such as a bicubic resize, its band."
-    if Ai.ndim != 2: return slice(None)
-    nz = Ai.ne(0).any(0).nonzero()
-    return slice(int(nz.min()), int(nz.max()) + 1) if len(nz) else slice(0, 1)
+def _bands(A: torch.Tensor, rows: int) -> list:
+    "Per chunk of `rows` rows of A, the columns it can read: all, or for a shared (2-D) matrix such as a bicubic resize, its band."
+    starts = range(0, A.shape[-2], rows)
+    if A.ndim != 2: return [slice(None)] * len(starts)
+    nz, out = A.detach().ne(0).cpu(), []                  # one transfer, not one per chunk
+    for i in starts:
+        cols = nz[i:i + rows].any(0).nonzero()
+        out.append(slice(int(cols.min()), int(cols.max()) + 1) if len(cols) else slice(0, 1))
+    return out
 
 class HeadMeanSoftmax(torch.autograd.Function):
     """Head-mean softmax of the logits `A @ B`, a few rows of A at a time: A (..., R, k), B (N, H, k, u·S) -> (N, R·u, T).
@@ -91,15 +95,14 @@ class HeadMeanSoftmax(torch.autograd.Function):
     def forward(ctx, A, B, S: int, rows: int, token_slice: slice, recompute: bool):
         N, H, R, u = B.shape[0], B.shape[1], A.shape[-2], B.shape[-1] // S
         out = B.new_empty(N, R * u, len(range(S)[token_slice]))   # written in place: small per-chunk results
-        kept = []                                                # would pin holes between the freed chunk buffers
-        for i in range(0, R, rows):
+        kept, bands = [], _bands(A, rows)                        # a list of outputs would pin holes between freed chunks
+        for i, band in zip(range(0, R, rows), bands):            # a resize row reads 4 of the h rows of B
             Ai = A[..., i:i + rows, :]
-            band = _band(Ai)                                     # a resize row reads 4 of the h rows of B
             p = (Ai[..., band] @ B[:, :, band]).view(N, H, -1, S).softmax(dim=-1)
             torch.mean(p[..., token_slice], dim=1, out=out[:, i * u:(i + rows) * u])
             if not recompute: kept.append(p)
         ctx.save_for_backward(A, B, *kept)
-        ctx.S, ctx.rows, ctx.token_slice = S, rows, token_slice
+        ctx.S, ctx.rows, ctx.token_slice, ctx.bands = S, rows, token_slice, bands
         return out
 
     @staticmethod
@@ -110,9 +113,9 @@ class HeadMeanSoftmax(torch.autograd.Function):
         N, H, R, u = B.shape[0], B.shape[1], A.shape[-2], B.shape[-1] // S
         dA = torch.zeros_like(A) if ctx.needs_input_grad[0] else None
         dB = torch.zeros_like(B) if ctx.needs_input_grad[1] else None
-        for j, i in enumerate(range(0, R, rows)):
+        for j, (i, band) in enumerate(zip(range(0, R, rows), ctx.bands)):
             Ai = A[..., i:i + rows, :]
-            n, band = Ai.shape[-2], _band(Ai)
+            n = Ai.shape[-2]
             p = kept[j] if kept else (Ai[..., band] @ B[:, :, band]).view(N, H, -1, S).softmax(dim=-1)
             g = grad.new_zeros(N, 1, n * u, S)
             g[..., ctx.token_slice] = grad[:, None, i * u:(i + n) * u] / H

@@ -226,6 +226,15 @@ def load_checkpoint(out_dir, fmt: str = CHECKPOINT_FORMAT) -> dict:
                          f"it is tagged {state.get('format') if isinstance(state, dict) else None!r}")
     return state
 
+def _resume_state(out_dir, cfg, may_change: tuple, fmt: str = CHECKPOINT_FORMAT) -> dict:
+    "The checkpoint to resume from, refused unless its settings equal `cfg`'s but for `may_change` and cfg.steps reaches its step."
+    state = load_checkpoint(out_dir, fmt)
+    old, new = type(cfg).from_dict(state["config"]).to_dict(), cfg.to_dict()
+    diff = sorted(k for k in old if k not in may_change and old[k] != new[k])
+    if diff: raise ValueError(f"resume: settings differ from the checkpoint's: {diff} (only {', '.join(may_change)} may change)")
+    if cfg.steps < state["step"]: raise ValueError(f"resume: steps={cfg.steps} is fewer than the checkpoint's step {state['step']}")
+    return state
+
 # %% ../nbs/11_train.ipynb #90a7eeff
 def consistency_weight(cfg: DiscoveryConfig, step: int) -> float:
     "w_cons at optimiser step `step` (0-based): consistency_weight, ramped linearly over consistency_ramp_steps."
@@ -433,12 +442,7 @@ def discover(model, dataset, out_dir, cfg: DiscoveryConfig = None, resume: bool 
     units = DiscoveryUnits(dataset)
     _check_views(model, units)
     out_dir = Path(out_dir)
-    state = load_checkpoint(out_dir) if resume else None
-    if state is not None:
-        old, new = DiscoveryConfig.from_dict(state["config"]).to_dict(), cfg.to_dict()
-        diff = sorted(k for k in old if k not in ("steps", "checkpoint_every") and old[k] != new[k])
-        if diff: raise ValueError(f"resume: settings differ from the checkpoint's: {diff} (only steps and checkpoint_every may change)")
-        if cfg.steps < state["step"]: raise ValueError(f"resume: steps={cfg.steps} is fewer than the checkpoint's step {state['step']}")
+    state = _resume_state(out_dir, cfg, ("steps", "checkpoint_every")) if resume else None
     _prepare_out_dir(out_dir, resume, overwrite)
     log = _logger(out_dir)
     dev, bar = model.device, None
@@ -747,12 +751,7 @@ def train(model, dataset, out_dir, cfg: TrainConfig = None, resume: bool = False
     gates = gates if gates is not None else HierarchicalGates.for_model(model)
     if not isinstance(gates, HierarchicalGates): raise ValueError(f"gates must be HierarchicalGates; got {type(gates).__name__}")
     out_dir = Path(out_dir)
-    state = load_checkpoint(out_dir, TRAIN_CHECKPOINT_FORMAT) if resume else None
-    if state is not None:
-        old, new = TrainConfig.from_dict(state["config"]).to_dict(), cfg.to_dict()
-        diff = sorted(k for k in old if k not in ("steps", "checkpoint_every", "tensorboard") and old[k] != new[k])
-        if diff: raise ValueError(f"resume: settings differ from the checkpoint's: {diff} (only steps, checkpoint_every, tensorboard may change)")
-        if cfg.steps < state["step"]: raise ValueError(f"resume: steps={cfg.steps} is fewer than the checkpoint's step {state['step']}")
+    state = _resume_state(out_dir, cfg, ("steps", "checkpoint_every", "tensorboard"), TRAIN_CHECKPOINT_FORMAT) if resume else None
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=model.device.type == "cpu")
     if state is not None and len(state["rng"]) != acc.num_processes:
         raise ValueError(f"resume: the checkpoint holds the RNG states of {len(state['rng'])} processes; this run has {acc.num_processes}")
