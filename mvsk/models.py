@@ -6,8 +6,9 @@ Docs: https://github.com/mvsk/mvsk/models.html.md"""
 
 # %% auto #0
 __all__ = ['ZERO123PLUS_REPO', 'COMPONENTS', 'SCHEDULER_CONFIG', 'GRAY', 'WHITE', 'LATENT_SHIFT', 'LATENT_SCALE', 'IMAGE_SCALE',
-           'TINY_CONFIG', 'scale_latents', 'unscale_latents', 'scale_image', 'unscale_image', 'Zero123PlusComponents',
-           'resolve_model_path', 'load_unet_state_dict', 'load_zero123plus', 'default_cache_dir', 'tiny_zero123plus',
+           'REFERENCE_LATENTS', 'TINY_CONFIG', 'MINI_CONFIG', 'scale_latents', 'unscale_latents', 'scale_image',
+           'unscale_image', 'Zero123PlusComponents', 'resolve_model_path', 'load_unet_state_dict', 'load_zero123plus',
+           'build_components', 'default_cache_dir', 'tiny_zero123plus', 'write_components', 'mini_zero123plus',
            'vae_pixel_values', 'encode_condition_image', 'empty_prompt_embeddings', 'image_embeddings',
            'global_embeddings', 'encode_target_images', 'decode_latents']
 
@@ -75,6 +76,7 @@ class Zero123PlusComponents:
     train_scheduler: object        # training: DDPM on the same betas
     ramping_coefficients: torch.Tensor  # (77,)
     source: str = ""
+    reference_latent: str = "noised"    # Zero123++: the condition latent noised to the sample's t; "clean": as it is, at t = 0
 
     @property
     def view_size(self) -> int:
@@ -117,6 +119,8 @@ def resolve_model_path(path_or_repo_id, revision: str = None, local_files_only: 
         raise FileNotFoundError(f"{s!r} is neither a local folder nor available from the hub"
                                 f"{' cache (HF_HUB_OFFLINE=1)' if os.environ.get('HF_HUB_OFFLINE') == '1' else ''}: {e}") from e
 
+REFERENCE_LATENTS = ("noised", "clean")
+
 def _check_layout(root: Path):
     if not (root / "model_index.json").is_file():
         raise FileNotFoundError(f"{root} is not a Zero123++ folder: model_index.json is missing")
@@ -127,6 +131,9 @@ def _check_layout(root: Path):
     if not isinstance(ramp, list) or len(ramp) != 77:
         raise ValueError(f"{root / 'model_index.json'} must hold 77 ramping_coefficients; "
                          f"got {type(ramp).__name__ if not isinstance(ramp, list) else len(ramp)}")
+    ref = index.get("mvsk_reference_latent", "noised")
+    if ref not in REFERENCE_LATENTS:
+        raise ValueError(f"{root / 'model_index.json'}: mvsk_reference_latent must be one of {REFERENCE_LATENTS}; got {ref!r}")
     return index
 
 # %% ../nbs/02_models.ipynb #67e81cc6
@@ -168,7 +175,7 @@ def load_zero123plus(path_or_repo_id=ZERO123PLUS_REPO, dtype: torch.dtype = torc
         scheduler=EulerAncestralDiscreteScheduler.from_config(sched_cfg, timestep_spacing="trailing"),
         train_scheduler=DDPMScheduler.from_config(sched_cfg),
         ramping_coefficients=torch.tensor(index["ramping_coefficients"], dtype=torch.float32),
-        source=str(path_or_repo_id))
+        source=str(path_or_repo_id), reference_latent=index.get("mvsk_reference_latent", "noised"))
     for m in comp.modules().values(): m.eval().requires_grad_(False)
     return comp.to(device=device)
 
@@ -191,8 +198,12 @@ def _ramping_coefficients():
 # %% ../nbs/02_models.ipynb #8bd63aa6
 TINY_CONFIG = dict(view_size=128, unet_channels=(32, 64, 64, 64), unet_heads=(2, 4, 4, 4), dim=32,
                    vae_channels=(16, 32, 32, 32), clip_layers=2, clip_heads=4)
+MINI_CONFIG = dict(view_size=64, unet_channels=(32, 64, 128, 128), unet_heads=(1, 2, 4, 4), dim=128,
+                   vae_channels=(32, 64, 128), clip_layers=2, clip_heads=4, layers_per_block=(1, 1, 2, 1),
+                   vae_attention=False)
 
-def _build_tiny(seed: int, cfg: dict):
+def build_components(seed: int, cfg: dict) -> dict:
+    "Every Zero123++ component at the sizes in `cfg` (keys of TINY_CONFIG / MINI_CONFIG), built under `seed`."
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection,
                               CLIPTokenizer, CLIPImageProcessorPil)
@@ -200,15 +211,18 @@ def _build_tiny(seed: int, cfg: dict):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            sample_size=S // 8, in_channels=4, out_channels=4, layers_per_block=2,
+            sample_size=S // 2 ** (len(cfg["vae_channels"]) - 1), in_channels=4, out_channels=4,
+            layers_per_block=cfg.get("layers_per_block", 2),
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
             block_out_channels=cfg["unet_channels"], attention_head_dim=cfg["unet_heads"],
             cross_attention_dim=D, use_linear_projection=True, norm_num_groups=8)
         vae = AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=cfg["vae_channels"], sample_size=S, scaling_factor=0.18215)
+            down_block_types=("DownEncoderBlock2D",) * len(cfg["vae_channels"]),
+            up_block_types=("UpDecoderBlock2D",) * len(cfg["vae_channels"]),
+            block_out_channels=cfg["vae_channels"], sample_size=S, scaling_factor=0.18215,
+            mid_block_add_attention=cfg.get("vae_attention", True))
         clip = dict(hidden_size=D, intermediate_size=2 * D, num_hidden_layers=cfg["clip_layers"],
                     num_attention_heads=cfg["clip_heads"], projection_dim=D)
         vocab = _byte_vocab()
@@ -237,20 +251,43 @@ def tiny_zero123plus(seed: int = 0, path=None, **overrides) -> Path:
     marker = dict(seed=seed, config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, format=1)
     if (path / "mvsk_tiny.json").is_file() and json.loads((path / "mvsk_tiny.json").read_text()) == marker:
         return path
+    return write_components(build_components(seed, cfg), path, files={"mvsk_tiny.json": marker})
+
+def write_components(parts: dict, path, reference_latent: str = "noised", files: dict = None, **save_kw) -> Path:
+    "Write `parts` (the seven components) in the hub layout, with Zero123++'s scheduler and ramp, atomically -> `path`."
+    import shutil
+    if reference_latent not in REFERENCE_LATENTS:
+        raise ValueError(f"reference_latent must be one of {REFERENCE_LATENTS}; got {reference_latent!r}")
+    missing = [c for c in COMPONENTS if c != "scheduler" and c not in parts]
+    if missing: raise ValueError(f"parts lacks the component(s) {missing}")
+    path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    if tmp.exists(): import shutil; shutil.rmtree(tmp)
-    parts = _build_tiny(seed, cfg)
-    for name, part in parts.items(): part.save_pretrained(tmp / name)
+    if tmp.exists(): shutil.rmtree(tmp)
+    for name, part in parts.items():
+        kw = save_kw if isinstance(part, torch.nn.Module) else {}
+        part.save_pretrained(tmp / name, **kw)
     (tmp / "scheduler").mkdir(parents=True)
     (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
     index = {"_class_name": "Zero123PlusPipeline", "_diffusers_version": "0.20.2",
              **{k: list(v) for k, v in COMPONENTS.items()},
              "ramping_coefficients": _ramping_coefficients(), "safety_checker": [None, None]}
+    if reference_latent != "noised": index["mvsk_reference_latent"] = reference_latent
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-    (tmp / "mvsk_tiny.json").write_text(json.dumps(marker, indent=2))
-    if path.exists(): import shutil; shutil.rmtree(path)
+    for name, content in (files or {}).items():
+        (tmp / name).write_text(content if isinstance(content, str) else json.dumps(content, indent=2))
+    if path.exists(): shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(path)
+    return path
+
+# %% ../nbs/02_models.ipynb #b2149822
+def mini_zero123plus() -> Path:
+    "The shipped mvsk-mini folder (hub layout, trained on the robot renders) for `load_zero123plus`."
+    from importlib.resources import files
+    path = Path(str(files("mvsk") / "assets" / "mini-zero123plus"))
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(f"the mini model is not in {path}: regenerate it with `mvsk mini --out DIR` "
+                                "and copy DIR/mini-zero123plus there")
     return path
 
 # %% ../nbs/02_models.ipynb #ac73d8db

@@ -377,7 +377,7 @@ def _write_frame(folder: Path, views: dict, kp: dict, cams: Cameras, meta: dict,
 
 def render_object(out_dir, robot: str, seed_key, size: int = 320, background="gray", frames: int = 1,
                   period: float = 16.0, cond_elevation: float = 0.0, tol: float = VISIBILITY_TOL,
-                  radius: float = OBJECT_RADIUS, bc=None) -> Path:
+                  radius: float = OBJECT_RADIUS, bc=None, color_seed: int = None) -> Path:
     "Render one robot (frames=1) or one sequence (frames>1) into `out_dir` (replaced if it exists); deterministic in `seed_key`."
     if robot not in ROBOTS: raise ValueError(f"unknown robot {robot!r}; choose from {sorted(ROBOTS)}")
     if not (isinstance(size, int) and 8 <= size <= 2048): raise ValueError(f"size must be an int in [8, 2048] px; got {size!r}")
@@ -390,7 +390,8 @@ def render_object(out_dir, robot: str, seed_key, size: int = 320, background="gr
     try:
         yaw = float(rng.uniform(0, 360))
         body = load_robot(bc, robot, yaw)
-        colors = random_colors(rng, bc.getNumJoints(body) + 1)
+        colors = random_colors(rng, bc.getNumJoints(body) + 1)   # drawn in every case, so yaw and pose do not depend on color_seed
+        if color_seed is not None: colors = random_colors(np.random.default_rng(color_seed), len(colors))
         set_colors(bc, body, colors)
         poses = pose_trajectory(bc, body, robot, rng, frames, period)
         clouds = []
@@ -415,6 +416,7 @@ def render_object(out_dir, robot: str, seed_key, size: int = 320, background="gr
                     "rig": "zero123plus v1.2, condition view first", "cond_elevation": cond_elevation, "yaw_deg": yaw,
                     "joint_positions": pose, "link_colors": np.round(colors, 6).tolist(),
                     "centre": centre.tolist(), "scale": float(scale), "renderer": "pybullet ER_TINY_RENDERER"}
+            if color_seed is not None: meta["color_seed"] = color_seed
             _write_frame(out_dir / fname if fname else out_dir, views, kp, cams.to(dtype=torch.float64), meta, tol)
         if frames > 1:
             (out_dir / "sequence.json").write_text(json.dumps({"format": "mvsk-sequence-1", "frames": names, "robot": robot,
@@ -434,18 +436,20 @@ def _robot_list(robots) -> list:
     return list(robots)
 
 def render_dataset(out, n_objects: int = 8, n_sequences: int = 0, frames: int = 8, size: int = 320, seed: int = 0,
-                   background="gray", robots=None, cond_elevation: float = 0.0, progress: bool = True) -> list:
+                   background="gray", robots=None, cond_elevation: float = 0.0, progress: bool = True,
+                   color_seed: int = None, start: int = 0) -> list:
     "Render objects and sequences into `out` in the layout `mvsk.data` reads -> the folders written."
     robots = _robot_list(robots)
     if n_objects < 0 or n_sequences < 0 or n_objects + n_sequences == 0:
         raise ValueError(f"need n_objects + n_sequences > 0 (both >= 0); got {n_objects} and {n_sequences}")
-    jobs = [(f"{robots[i % len(robots)]}_{i:03d}", robots[i % len(robots)], (seed, 0, i), 1) for i in range(n_objects)] + \
+    jobs = [(f"{robots[i % len(robots)]}_{i:03d}", robots[i % len(robots)], (seed, 0, i), 1) for i in range(start, start + n_objects)] + \
            [(f"{robots[j % len(robots)]}_seq{j:03d}", robots[j % len(robots)], (seed, 1, j), frames) for j in range(n_sequences)]
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     bc, written = connect(), []
     try:
         for name, robot, key, n_frames in tqdm(jobs, desc="render", unit="object", disable=not progress):
-            written.append(render_object(out / name, robot, key, size, background, n_frames, cond_elevation=cond_elevation, bc=bc))
+            written.append(render_object(out / name, robot, key, size, background, n_frames, cond_elevation=cond_elevation, bc=bc,
+                                         color_seed=color_seed))
     finally:
         bc.disconnect()
     return written
@@ -465,8 +469,11 @@ def render_main(argv=None):
                     help="gray (127, official weights; default) or white (InstantMesh's fine-tune)")
     ap.add_argument("--robots", default="all", help=f"comma-separated names from {','.join(ROBOTS)}, 'quadrupeds' or 'all' (default)")
     ap.add_argument("--cond-elevation", type=float, default=0.0, help="elevation of the condition view in degrees (default 0)")
+    ap.add_argument("--color-seed", type=int, default=None,
+                    help="give every object of a robot the same link colours, drawn from this seed (default: random per object)")
+    ap.add_argument("--start", type=int, default=0, help="index of the first object (default 0; lets several processes share one set)")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     a = ap.parse_args(argv)
     written = render_dataset(a.out, a.n_objects, a.n_sequences, a.frames, a.size, a.seed, a.background, a.robots,
-                             a.cond_elevation, progress=not a.no_progress)
+                             a.cond_elevation, progress=not a.no_progress, color_seed=a.color_seed, start=a.start)
     print(f"wrote {len(written)} folders to {a.out}")
