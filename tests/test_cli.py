@@ -4,15 +4,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MVSK = [sys.executable, "-c", "from mvsk.cli import console; console()"]
+SMALL = ["--n-tokens", "16", "--map-res", "16", "--n-augment", "1"]
 
 
 def run(*args, cwd=ROOT):
-    return subprocess.run(MVSK + list(args), cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    return subprocess.run(MVSK + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+
+
+def last_line(r):
+    return [l for l in r.stderr.splitlines() if l.strip()][-1]
 
 
 def test_demo_is_a_discovery_run_on_the_sample(tmp_path):
     out = tmp_path / "demo"
-    r = run("demo", "--out", str(out), "--steps", "1", "--n-tokens", "16", "--map-res", "16", "--n-augment", "1")
+    r = run("demo", "--out", out, "--steps", "1", *SMALL)
     assert r.returncode == 0, r.stderr
     assert str(out) in r.stdout and "keypoints.csv" in r.stdout
     cfg = json.loads((out / "config.json").read_text())
@@ -23,29 +28,45 @@ def test_demo_is_a_discovery_run_on_the_sample(tmp_path):
     n_objects = len([p for p in (ROOT / "data" / "sample").iterdir() if (p / "000.png").exists()])
     objects = {r.split(",")[header.index("object")] for r in rows[1:]}
     assert len(objects) >= n_objects                 # every static object (and the sequence) got keypoints
-    # the same command again refuses nothing (demo overwrites); discover refuses a non-empty folder
-    r2 = run("discover", "--out", str(out), "--steps", "1", "--n-tokens", "16", "--map-res", "16", "--n-augment", "1")
-    assert r2.returncode == 2 and "--overwrite" in r2.stderr or "resume" in r2.stderr, r2.stderr
+    # the same command again refuses nothing (demo overwrites); discover refuses a non-empty folder, naming the flags
+    r2 = run("discover", "--out", out, "--steps", "1", *SMALL)
+    assert r2.returncode == 2, r2.stderr
+    assert "--resume" in last_line(r2) and "--overwrite" in last_line(r2) and "resume=True" not in r2.stderr, r2.stderr
+    r3 = run("discover", "--out", out, "--steps", "1", "--resume", "--lr", "0.001", *SMALL)     # other settings: refused
+    assert r3.returncode == 2 and "settings differ from the checkpoint's" in last_line(r3), r3.stderr
 
 
 def test_user_errors_are_one_line_and_exit_2(tmp_path):
-    for args, word in [(("demo", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")), "missing"),
-                       (("demo", "--model", str(tmp_path / "no_model"), "--out", str(tmp_path / "o")), "no_model"),
-                       (("discover", "--n-keypoints", "99", "--n-tokens", "8", "--out", str(tmp_path / "o")), "8"),
-                       (("generate", str(tmp_path / "none.png"), "--out", str(tmp_path / "o")), "none.png"),
+    for args, word in [(("demo", "--data", tmp_path / "missing", "--out", tmp_path / "o"), "missing"),
+                       (("demo", "--model", tmp_path / "no_model", "--out", tmp_path / "o"), "no_model"),
+                       (("discover", "--n-keypoints", "99", "--n-tokens", "8", "--out", tmp_path / "o"), "--n-tokens T=8"),
+                       (("discover", "--steps", "0", "--out", tmp_path / "o"), "--steps must be a positive integer"),
+                       (("discover", "--resume", "--out", tmp_path / "o"), "no checkpoint to resume"),
+                       (("generate", tmp_path / "none.png", "--out", tmp_path / "o"), "none.png"),
+                       (("generate", ROOT / "data/sample/a1_001/000.png", "--strategy", "hierarchical", "--out", tmp_path / "o"),
+                        "needs trained gates"),
+                       (("eval", "--out", tmp_path / "o"), "which run?"),
                        (("frobnicate",), "unknown command")]:
         r = run(*args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
-        last = [l for l in r.stderr.splitlines() if l.strip()][-1]
-        assert word in last, r.stderr
+        assert word in last_line(r), r.stderr
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
 
 
+def test_other_errors_keep_their_traceback(tmp_path):
+    "Only user errors become one line: a corrupt checkpoint is not one, and its traceback is shown."
+    out = tmp_path / "run"; out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    r = run("discover", "--out", out, "--resume", "--steps", "1", *SMALL)
+    assert r.returncode not in (0, 2) and "Traceback" in r.stderr, (r.returncode, r.stderr[-2000:])
+
+
 def test_help_for_every_command():
-    for cmd in ("demo", "discover", "train", "render", "generate", "eval"):
+    for cmd in ("demo", "discover", "train", "render", "generate", "eval", "mini"):
         r = run(cmd, "--help")
-        assert r.returncode == 0 and "usage: mvsk " + cmd in r.stdout
+        assert r.returncode == 0 and "usage: mvsk " + cmd in r.stdout, (cmd, r.stderr)
+        if cmd in ("generate", "eval", "train", "discover", "demo"): assert "mini" in r.stdout, cmd    # --model mini
         if cmd == "generate":                         # the help's list of strategies is every registered one
             from mvsk.fusion import STRATEGIES
             help_text = " ".join(r.stdout.split())
@@ -53,26 +74,73 @@ def test_help_for_every_command():
 
 
 def test_every_command_end_to_end(tmp_path):
-    "render -> discover -> eval -> train (from the discovered tokens) -> generate (guided by them), as a user chains them."
-    data, run_dir = tmp_path / "data", tmp_path / "run"
-    r = run("render", "--out", str(data), "--n-objects", "2", "--size", "128", "--seed", "1", "--robots", "quadrupeds", "--no-progress")
+    "render -> discover -> eval -> train (fresh tokens) -> generate and eval with everything the training run wrote."
+    data, run_dir, train_dir = tmp_path / "data", tmp_path / "run", tmp_path / "train"
+    r = run("render", "--out", data, "--n-objects", "2", "--size", "128", "--seed", "1", "--robots", "quadrupeds", "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in data.iterdir() if p.is_dir()).__len__() == 2
-    small = ["--n-tokens", "16", "--map-res", "16", "--n-augment", "1"]
-    r = run("discover", "--data", str(data), "--out", str(run_dir), "--steps", "2", *small)
+    assert len([p for p in data.iterdir() if p.is_dir()]) == 2
+    r = run("discover", "--data", data, "--out", run_dir, "--steps", "2", *SMALL)
     assert r.returncode == 0, r.stderr
-    r = run("eval", str(run_dir), "--data", str(data), "--strategies", "none,spatial", "--steps", "1", "--n-objects", "1")
+    r = run("eval", run_dir, "--data", data, "--strategies", "none,spatial", "--steps", "1", "--n-objects", "1")
     assert r.returncode == 0, r.stderr
     report = (run_dir / "report.md").read_text()
-    assert "| oracle |" in report and "mvsk (run)" in report
+    assert "| oracle |" in report and "mvsk (run)" in report and "| 3D-consistent points |" in report
     assert "| spatial |" in (run_dir / "strategies.md").read_text()
-    r = run("train", "--data", str(data), "--out", str(tmp_path / "train"), "--tokens", str(run_dir / "tokens.safetensors"),
-            "--steps", "1", "--batch-size", "1")
+
+    r = run("train", "--data", data, "--out", train_dir, "--steps", "1", "--batch-size", "1", "--n-augment", "1")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "train" / "checkpoint.pt").is_file() and (tmp_path / "train" / "gates.safetensors").is_file()
+    for f in ("checkpoint.pt", "gates.safetensors", "tokens.safetensors", "keypoints.csv", "keypoints3d.json"):
+        assert (train_dir / f).is_file(), f
+    from mvsk.unet import KeypointTokens
+    selected = KeypointTokens.load(train_dir / "tokens.safetensors").selected.tolist()
+    assert len(selected) == 8, selected                  # fresh tokens, and still a selection (the tiny default K)
+
     obj = sorted(p for p in data.iterdir() if p.is_dir())[0]
-    r = run("generate", str(obj / "000.png"), "--out", str(tmp_path / "gen"), "--steps", "2", "--strategy", "spatial",
-            "--tokens", str(run_dir / "tokens.safetensors"), "--guidance-every", "1")
+    r = run("generate", obj / "000.png", "--out", tmp_path / "gen", "--steps", "2", "--strategy", "hierarchical",
+            "--run", train_dir, "--guidance-every", "1")
     assert r.returncode == 0, r.stderr
     kp = json.loads((tmp_path / "gen" / "keypoints.json").read_text())
-    assert len(kp["xy"]) == 6 and len(kp["tokens"]) == len(kp["xy"][0])
+    assert kp["tokens"] == selected and len(kp["xy"]) == 6
+    gen_cfg = json.loads((tmp_path / "gen" / "config.json").read_text())
+    assert gen_cfg["gates"] is True and gen_cfg["model"] == "tiny" and gen_cfg["run"] == str(train_dir)
+    r = run("eval", "--run", train_dir, "--data", data, "--strategies", "none,hierarchical", "--steps", "1", "--n-objects", "1")
+    assert r.returncode == 0, r.stderr
+    assert "| hierarchical |" in (train_dir / "strategies.md").read_text() and "trained gates" in (train_dir / "strategies.md").read_text()
+
+    # a strategy that needs trained gates, with a discovery run (no gates); a run of another model
+    r = run("generate", obj / "000.png", "--out", tmp_path / "g2", "--strategy", "hierarchical", "--run", run_dir)
+    assert r.returncode == 2 and "needs trained gates" in last_line(r), r.stderr
+    r = run("eval", "--run", run_dir, "--data", data, "--strategies", "none,hierarchical", "--steps", "1")
+    assert r.returncode == 2 and "need trained gates" in last_line(r), r.stderr
+    r = run("generate", obj / "000.png", "--out", tmp_path / "g2", "--run", train_dir, "--model", "mini")
+    assert r.returncode == 2 and "--model tiny" in last_line(r) and "--model mini" in last_line(r), r.stderr
+    assert not (tmp_path / "g2").exists()
+
+
+def test_keypoints_on_generated_views(tmp_path):
+    "generate -> discover on the generated views -> eval without ground truth; and on grids laid out as Zero123++'s pipeline writes them."
+    from PIL import Image
+    grids, flat = tmp_path / "generated", tmp_path / "zero123plus"
+    for name in ("laikago_000", "a1_001"):
+        r = run("generate", ROOT / "data" / "sample" / name / "000.png", "--out", grids / name, "--steps", "2")
+        assert r.returncode == 0, r.stderr
+    flat.mkdir()
+    for name in ("laikago_000", "a1_001"):                # one 960x640 grid per object beside its 320 px condition image
+        Image.open(grids / name / "grid.png").resize((640, 960), Image.BICUBIC).save(flat / f"{name}.png")
+        Image.open(grids / name / "cond.png").resize((320, 320), Image.BICUBIC).save(flat / f"{name}_cond.png")
+    from mvsk.cameras import zero123plus_cameras
+    for folder in (grids, flat):
+        out = tmp_path / f"run_{folder.name}"
+        r = run("discover", "--data", folder, "--out", out, "--steps", "1", *SMALL)
+        assert r.returncode == 0, r.stderr
+        assert json.loads((out / "config.json").read_text())["objects"] == ["a1_001", "laikago_000"]
+        doc = json.loads((out / "keypoints3d.json").read_text())
+        from mvsk.cameras import Cameras
+        import torch
+        rig = zero123plus_cameras("v1.2", include_condition=True)
+        assert all(torch.allclose(Cameras.from_dict(o["cameras"]).P, rig.P, atol=1e-5) for o in doc["objects"])
+        r = run("eval", out, "--data", folder)
+        assert r.returncode == 0, r.stderr
+        assert "agree@0.05" in r.stdout and "no ground truth" in r.stdout, r.stdout
+        report = (out / "report.md").read_text()
+        assert "| 3D-consistent points |" in report and "| random (tile) |" in report and "With ground truth" not in report
