@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 demo: install
-	$(VENV)/bin/mvsk demo --data data/sample --out outputs/demo
+	$(VENV)/bin/mvsk demo --out outputs/demo
 
 # Fails when the notebooks and the exported package disagree, then runs every test.
 test: install clean-check

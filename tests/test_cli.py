@@ -1,4 +1,4 @@
-"The `mvsk` command as a user runs it: a subprocess, the bundled sample, the tiny model."
+"The `mvsk` command as a user runs it: a subprocess, the bundled data, the tiny and the mini model."
 import json, os, subprocess, sys
 from pathlib import Path
 
@@ -15,24 +15,25 @@ def last_line(r):
     return [l for l in r.stderr.splitlines() if l.strip()][-1]
 
 
-def test_demo_is_a_discovery_run_on_the_sample(tmp_path):
+def test_demo_is_a_discovery_run_of_the_mini_model(tmp_path):
     out = tmp_path / "demo"
     r = run("demo", "--out", out, "--steps", "1", *SMALL)
     assert r.returncode == 0, r.stderr
     assert str(out) in r.stdout and "keypoints.csv" in r.stdout
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["discovery"]["steps"] == 1 and cfg["discovery"]["n_tokens"] == 16 and cfg["model"] == "tiny"
+    assert cfg["discovery"]["steps"] == 1 and cfg["discovery"]["n_tokens"] == 16 and cfg["model"] == "mini"
     rows = (out / "keypoints.csv").read_text().splitlines()
     header = rows[0].split(",")
     assert {"object", "view", "x", "y", "confidence", "visible"} <= set(header)
-    n_objects = len([p for p in (ROOT / "data" / "sample").iterdir() if (p / "000.png").exists()])
+    n_objects = len([p for p in (ROOT / "data" / "mini").iterdir() if (p / "000.png").exists()])
     objects = {r.split(",")[header.index("object")] for r in rows[1:]}
     assert len(objects) >= n_objects                 # every static object (and the sequence) got keypoints
     # the same command again refuses nothing (demo overwrites); discover refuses a non-empty folder, naming the flags
-    r2 = run("discover", "--out", out, "--steps", "1", *SMALL)
+    mini = ["--model", "mini", "--data", ROOT / "data" / "mini"]
+    r2 = run("discover", "--out", out, "--steps", "1", *mini, *SMALL)
     assert r2.returncode == 2, r2.stderr
     assert "--resume" in last_line(r2) and "--overwrite" in last_line(r2) and "resume=True" not in r2.stderr, r2.stderr
-    r3 = run("discover", "--out", out, "--steps", "1", "--resume", "--lr", "0.001", *SMALL)     # other settings: refused
+    r3 = run("discover", "--out", out, "--steps", "1", "--resume", "--lr", "0.001", *mini, *SMALL)     # other settings: refused
     assert r3.returncode == 2 and "settings differ from the checkpoint's" in last_line(r3), r3.stderr
 
 
@@ -63,7 +64,7 @@ def test_other_errors_keep_their_traceback(tmp_path):
 
 
 def test_help_for_every_command():
-    for cmd in ("demo", "discover", "train", "render", "generate", "eval", "mini"):
+    for cmd in ("demo", "discover", "train", "render", "generate", "eval", "mini", "sweep"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage: mvsk " + cmd in r.stdout, (cmd, r.stderr)
         if cmd in ("generate", "eval", "train", "discover", "demo"): assert "mini" in r.stdout, cmd    # --model mini
