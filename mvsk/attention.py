@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SK_LAYERS', 'MODES', 'SKSettings', 'PassState', 'EarlyExit', 'bicubic_matrix', 'default_map_chunk', 'HeadMeanSoftmax',
-           'token_softmax_maps', 'score_first', 'reshape_and_tile', 'MVSKAttnProcessor', 'cross_attention_layers',
-           'install_processors']
+           'ViewGroupMaps', 'token_softmax_maps', 'score_first', 'reshape_and_tile', 'MVSKAttnProcessor',
+           'cross_attention_layers', 'install_processors']
 
 # %% ../nbs/03_attention.ipynb #0421bf3d
 from dataclasses import dataclass, field
@@ -32,6 +32,8 @@ class SKSettings:
     early_exit: bool = True            # ours: stop the UNet right after the last captured layer
     map_chunk: int = None              # ours: elements of the logits per softmax chunk; None: 2**20 on CPU, 2**26 on GPU
     map_checkpoint: bool = True        # ours: recompute each chunk's softmax in backward (same time on CPU, less memory)
+    map_views: int = None              # ours: maps of this many views at a time, their logits rebuilt in backward
+                                       # (exact; less memory); None: all views at once
     n_views: int = N_VIEWS
 
     def __post_init__(self):
@@ -40,6 +42,10 @@ class SKSettings:
         if self.map_res < 1: raise ValueError(f"map_res must be positive; got {self.map_res}")
         if self.map_chunk is not None and self.map_chunk < 1:
             raise ValueError(f"map_chunk must be a positive number of elements or None; got {self.map_chunk}")
+        if self.map_views is not None and self.map_views < 1:
+            raise ValueError(f"map_views must be a positive number of views or None; got {self.map_views}")
+        if self.map_views is not None and not self.map_checkpoint:
+            raise ValueError("map_views rebuilds each group's logits in backward: it needs map_checkpoint=True")
         if not self.layers: raise ValueError("at least one layer must be captured")
 
 # %% ../nbs/03_attention.ipynb #196209a4
@@ -86,19 +92,78 @@ def _bands(A: torch.Tensor, rows: int) -> list:
         out.append(slice(int(cols.min()), int(cols.max()) + 1) if len(cols) else slice(0, 1))
     return out
 
+def _rows(B: torch.Tensor, budget: int) -> int:
+    "Rows of A per chunk: as many as fit `budget` elements of the logits (one row of A gives N·H·u·S), at least one."
+    return max(1, budget // (B.shape[0] * B.shape[1] * B.shape[-1]))
+
+def _chunk(buf: torch.Tensor, N: int, H: int, m: int, u: int, S: int) -> torch.Tensor:
+    "The first N·H·m·u·S elements of a flat buffer as (N, H, m·u, S): one chunk of m rows of A."
+    return buf[:N * H * m * u * S].view(N, H, m * u, S)
+
+def _flat(Ai: torch.Tensor, NH: int) -> torch.Tensor:
+    "Rows of A as a batch of NH matrices: a shared (m, k) expanded, or (N, H, m, k) flattened."
+    return Ai.expand(NH, *Ai.shape) if Ai.ndim == 2 else Ai.reshape(NH, *Ai.shape[-2:])
+
+def _logits_into(Ai, Bb, out):
+    "out (N, H, m·u, S) <- the logits Ai @ Bb, Bb (N, H, k, u·S): one batched product written into a reused buffer."
+    N, H, k = Bb.shape[:3]
+    torch.bmm(_flat(Ai, N * H), Bb.reshape(N * H, k, -1), out=out.view(N * H, Ai.shape[-2], -1))
+    return out
+
+def _hms_forward(A, B, S, rows, token_slice, bands, out, kept=None):
+    "Forward chunk loop of `HeadMeanSoftmax`, written into `out` (N, R·u, T); each chunk's softmax appended to `kept`."
+    N, H, R, u = B.shape[0], B.shape[1], A.shape[-2], B.shape[-1] // S
+    size = N * H * min(rows, R) * u * S                          # one chunk's logits and softmax live in two buffers
+    L, P = B.new_empty(size), B.new_empty(size) if kept is None else None   # reused by every chunk: no allocation
+    for i, band in zip(range(0, R, rows), bands):                # a resize row reads 4 of the h rows of B
+        Ai = A[..., i:i + rows, band]
+        m = Ai.shape[-2]
+        logits = _logits_into(Ai, B[:, :, band], _chunk(L, N, H, m, u, S))
+        p = _chunk(P, N, H, m, u, S) if kept is None else torch.empty_like(logits)   # kept: each chunk its own
+        torch.ops.aten._softmax.out(logits, -1, False, out=p)   # softmax over the S tokens
+        torch.mean(p[..., token_slice], dim=1, out=out[:, i * u:(i + m) * u])
+        if kept is not None: kept.append(p)
+
+def _hms_backward(A, B, grad, S, rows, token_slice, bands, kept, need_A, need_B):
+    "Backward chunk loop of `HeadMeanSoftmax`: (dA, dB), each None unless needed; each chunk's softmax from `kept` or recomputed."
+    N, H, R, u = B.shape[0], B.shape[1], A.shape[-2], B.shape[-1] // S
+    dA = torch.zeros_like(A) if need_A else None
+    dB = B.new_zeros(B.shape) if need_B else None             # contiguous: each chunk adds into its band in place
+    full = range(S)[token_slice] == range(S)                  # every token kept: no zero columns in g
+    size = N * H * min(rows, R) * u * S                        # reused buffers: the recomputed logits and softmax,
+    L, P = (None, None) if kept else (B.new_empty(size), B.new_empty(size))   # the logits' gradient, g
+    D, G = B.new_empty(size), grad.new_empty(size // H)
+    for j, (i, band) in enumerate(zip(range(0, R, rows), bands)):
+        Ai = A[..., i:i + rows, band]
+        m = Ai.shape[-2]
+        if kept: p = kept[j]
+        else:
+            p = _chunk(P, N, H, m, u, S)
+            torch.ops.aten._softmax.out(_logits_into(Ai, B[:, :, band], _chunk(L, N, H, m, u, S)), -1, False, out=p)
+        g = _chunk(G, N, 1, m, u, S)
+        if full: torch.div(grad[:, None, i * u:(i + m) * u], H, out=g)
+        else:
+            g.zero_()
+            g[..., token_slice] = grad[:, None, i * u:(i + m) * u] / H
+        # p ⊙ (g − ⟨p, g⟩) in one fused pass (the softmax's own backward kernel), g shared by the heads
+        dlogits = torch.ops.aten._softmax_backward_data.out(g.expand_as(p), p, -1, p.dtype,
+                                                            grad_input=_chunk(D, N, H, m, u, S)).view(N, H, m, u * S)
+        if dA is not None:                                     # summed over N, H when A is shared (a resize matrix)
+            dAi = dlogits @ B.transpose(-1, -2)
+            dA[..., i:i + m, :] = dAi.sum(dim=tuple(range(dAi.ndim - A.ndim))) if dAi.ndim > A.ndim else dAi
+        if dB is not None:                                     # dB[band] += Aᵀ · dlogits, accumulated in place
+            dB[:, :, band].flatten(0, 1).baddbmm_(_flat(Ai, N * H).transpose(-1, -2), dlogits.flatten(0, 1))
+    return dA, dB
+
 class HeadMeanSoftmax(torch.autograd.Function):
     """Head-mean softmax of the logits `A @ B`, a few rows of A at a time: A (..., R, k), B (N, H, k, u·S) -> (N, R·u, T).
     Rows i..i+n of A give the logits `(A[..., i:i+n, :] @ B)` viewed (N, H, n·u, S); softmax over S, sliced to T, mean over H."""
     @staticmethod
     def forward(ctx, A, B, S: int, rows: int, token_slice: slice, recompute: bool):
-        N, H, R, u = B.shape[0], B.shape[1], A.shape[-2], B.shape[-1] // S
+        N, R, u = B.shape[0], A.shape[-2], B.shape[-1] // S
         out = B.new_empty(N, R * u, len(range(S)[token_slice]))   # written in place: small per-chunk results
         kept, bands = [], _bands(A, rows)                        # a list of outputs would pin holes between freed chunks
-        for i, band in zip(range(0, R, rows), bands):            # a resize row reads 4 of the h rows of B
-            Ai = A[..., i:i + rows, :]
-            p = (Ai[..., band] @ B[:, :, band]).view(N, H, -1, S).softmax(dim=-1)
-            torch.mean(p[..., token_slice], dim=1, out=out[:, i * u:(i + rows) * u])
-            if not recompute: kept.append(p)
+        _hms_forward(A, B, S, rows, token_slice, bands, out, None if recompute else kept)
         ctx.save_for_backward(A, B, *kept)
         ctx.S, ctx.rows, ctx.token_slice, ctx.bands = S, rows, token_slice, bands
         return out
@@ -107,26 +172,51 @@ class HeadMeanSoftmax(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         A, B, *kept = ctx.saved_tensors
-        S, rows = ctx.S, ctx.rows
-        N, H, R, u = B.shape[0], B.shape[1], A.shape[-2], B.shape[-1] // S
-        dA = torch.zeros_like(A) if ctx.needs_input_grad[0] else None
-        dB = torch.zeros_like(B) if ctx.needs_input_grad[1] else None
-        for j, (i, band) in enumerate(zip(range(0, R, rows), ctx.bands)):
-            Ai = A[..., i:i + rows, :]
-            n = Ai.shape[-2]
-            p = kept[j] if kept else (Ai[..., band] @ B[:, :, band]).view(N, H, -1, S).softmax(dim=-1)
-            g = grad.new_zeros(N, 1, n * u, S)
-            g[..., ctx.token_slice] = grad[:, None, i * u:(i + n) * u] / H
-            dlogits = (p * (g - (p * g).sum(dim=-1, keepdim=True))).view(N, H, n, u * S)
-            if dA is not None:                                 # summed over N, H when A is shared (a resize matrix)
-                dAi = dlogits @ B.transpose(-1, -2)
-                dA[..., i:i + rows, :] = dAi.sum(dim=tuple(range(dAi.ndim - A.ndim))) if dAi.ndim > A.ndim else dAi
-            if dB is not None: dB[:, :, band] += Ai[..., band].transpose(-1, -2) @ dlogits
+        dA, dB = _hms_backward(A, B, grad, ctx.S, ctx.rows, ctx.token_slice, ctx.bands, kept, *ctx.needs_input_grad[:2])
         return dA, dB, None, None, None, None
+
+class ViewGroupMaps(torch.autograd.Function):
+    """`HeadMeanSoftmax` over groups of `views` images at a time: each group's factors `A, B = factors(q[g], kT[g])` are
+    built, used and freed in turn, and rebuilt in backward, where autograd takes their gradients back to q and kT.
+    Only q and kT are saved; each chunk's softmax is recomputed in backward."""
+    @staticmethod
+    def forward(ctx, q, kT, factors, S: int, budget: int, token_slice: slice, views: int):
+        N, out = q.shape[0], None
+        for g in range(0, N, views):
+            A, B = factors(q[g:g + views], kT[g:g + views])
+            if out is None: out = B.new_empty(N, A.shape[-2] * (B.shape[-1] // S), len(range(S)[token_slice]))
+            rows = _rows(B, budget)
+            _hms_forward(A, B, S, rows, token_slice, _bands(A, rows), out[g:g + views])
+            del A, B
+        ctx.save_for_backward(q, kT)
+        ctx.factors, ctx.S, ctx.budget, ctx.token_slice, ctx.views = factors, S, budget, token_slice, views
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        q, kT = ctx.saved_tensors
+        need_q, need_k = ctx.needs_input_grad[:2]
+        dq = torch.zeros_like(q) if need_q else None
+        dk = torch.zeros_like(kT) if need_k else None
+        for g in range(0, q.shape[0], ctx.views):
+            with torch.enable_grad():                          # the group's factors again, with their graph to q and kT
+                qg, kg = q[g:g + ctx.views].detach().requires_grad_(need_q), kT[g:g + ctx.views].detach().requires_grad_(need_k)
+                A, B = ctx.factors(qg, kg)
+            rows = _rows(B, ctx.budget)
+            dA, dB = _hms_backward(A.detach(), B.detach(), grad[g:g + ctx.views], ctx.S, rows, ctx.token_slice,
+                                   _bands(A, rows), [], A.requires_grad, B.requires_grad)
+            outs = [(t, d) for t, d in ((A, dA), (B, dB)) if d is not None]
+            ins = [t for t, need in ((qg, need_q), (kg, need_k)) if need]
+            grads = torch.autograd.grad([t for t, _ in outs], ins, [d for _, d in outs], allow_unused=True)
+            for t, d, dst in zip(ins, grads, [x for x, need in ((dq, need_q), (dk, need_k)) if need]):
+                if d is not None: dst[g:g + ctx.views] = d
+        return dq, dk, None, None, None, None, None
 
 # %% ../nbs/03_attention.ipynb #f4d227e7
 def token_softmax_maps(attn: Attention, queries: torch.Tensor, context: torch.Tensor, hw: tuple, map_res: int,
-                       token_slice: slice = slice(None), chunk: int = None, checkpoint: bool = True) -> torch.Tensor:
+                       token_slice: slice = slice(None), chunk: int = None, checkpoint: bool = True,
+                       views: int = None) -> torch.Tensor:
     "(N, h*w, C) features, (N, S, D) context -> (N, T, r, r) float32 maps, softmax over the S context tokens, head-mean."
     N, L, C = queries.shape
     h, w = hw
@@ -134,31 +224,38 @@ def token_softmax_maps(attn: Attention, queries: torch.Tensor, context: torch.Te
     if context.ndim != 3 or context.shape[0] != N:
         raise ValueError(f"context must be ({N}, S, D); got {tuple(context.shape)}")
     if chunk is not None and chunk < 1: raise ValueError(f"chunk must be a positive number of elements; got {chunk}")
+    if views is not None and views < 1: raise ValueError(f"views must be a positive number of images; got {views}")
+    if views is not None and not checkpoint: raise ValueError("views (groups rebuilt in backward) needs checkpoint=True")
     with torch.autocast(queries.device.type, enabled=False):   # float32 maps under mixed precision too
-        return _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint)
+        return _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint, views)
 
 def score_first(hw: tuple, head_dim: int, map_res: int) -> bool:
     "Whether `token_softmax_maps` scores at the layer's resolution, then resizes the logits (when the head dim is >= 2x the side)."
     return tuple(hw) != (map_res, map_res) and 2 * max(hw) <= head_dim
 
-def _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint):
+def _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint, views=None):
     N, (h, w), H, r = queries.shape[0], hw, attn.heads, map_res
     lin = lambda layer, t: F.linear(t, layer.weight.float(), None if layer.bias is None else layer.bias.float())
     q = lin(attn.to_q, queries.float()) * attn.scale                           # (N, h*w, H*d), scale folded in
-    kT = rearrange(lin(attn.to_k, context.float()), "n s (hd d) -> n hd d s", hd=H)
+    kT = rearrange(lin(attn.to_k, context.float()), "n s (hd d) -> n hd d s", hd=H).contiguous()   # no copy per chunk
     S, budget = kT.shape[-1], chunk or default_map_chunk(q.device)
     recompute = checkpoint or not (torch.is_grad_enabled() and (q.requires_grad or kT.requires_grad))
+    Mh, Mw = bicubic_matrix(h, r, q.device), bicubic_matrix(w, r, q.device)
     if score_first(hw, kT.shape[-2], r):                                       # liberty 4: score, then resize
-        logits = rearrange(q, "n l (hd d) -> n hd l d", hd=H) @ kT             # (N, H, h*w, S)
-        logits = torch.einsum("Xx,nhyxs->nhyXs", bicubic_matrix(w, r, q.device), logits.view(N, H, h, w, S))
-        probs = HeadMeanSoftmax.apply(bicubic_matrix(h, r, q.device), logits.reshape(N, H, h, r * S), S,
-                                      max(1, budget // (N * H * r * S)), token_slice, recompute)   # rows of r pixels
+        q = rearrange(q, "n l (hd d) -> n hd l d", hd=H)
+        def factors(q, kT):                                                    # rows of r pixels
+            logits = (q @ kT).view(q.shape[0], H, h, w, S)                     # (n, H, h*w, S) scores
+            return Mh, torch.einsum("Xx,nhyxs->nhyXs", Mw, logits).reshape(q.shape[0], H, h, r * S)
     else:                                                                      # resize the queries, then score
-        q = rearrange(q, "n (y x) c -> n c y x", y=h, x=w)
-        if (h, w) != (r, r):   # == to_q(upsample(features)): both are linear, bicubic weights sum to 1
-            q = bicubic_matrix(h, r, q.device) @ q @ bicubic_matrix(w, r, q.device).T
-        q = rearrange(q, "n (hd d) y x -> n hd (y x) d", hd=H).contiguous()   # contiguous rows: faster chunk matmuls
-        probs = HeadMeanSoftmax.apply(q, kT, S, max(1, budget // (N * H * S)), token_slice, recompute)
+        def factors(q, kT):
+            q = rearrange(q, "n (y x) c -> n c y x", y=h, x=w)
+            if (h, w) != (r, r): q = Mh @ q @ Mw.T   # == to_q(upsample(features)): both linear, bicubic weights sum to 1
+            return rearrange(q, "n (hd d) y x -> n hd (y x) d", hd=H).contiguous(), kT   # contiguous rows: faster chunks
+    if views is None or views >= N:
+        A, B = factors(q, kT)
+        probs = HeadMeanSoftmax.apply(A, B, S, _rows(B, budget), token_slice, recompute)
+    else:                                                                      # groups of views, rebuilt in backward
+        probs = ViewGroupMaps.apply(q, kT, factors, S, budget, token_slice, views)
     return rearrange(probs, "n (y x) t -> n t y x", y=r)
 
 # %% ../nbs/03_attention.ipynb #496d5140
@@ -240,7 +337,7 @@ def _cross_attention(self, attn, hs, ehs, attention_mask, temb, mode, pass_state
         q = hs.detach() if sk.detach_query else hs
         ctx = ehs if pass_state.map_context is None else pass_state.map_context
         pass_state.maps[self.layer] = token_softmax_maps(attn, q, ctx, hw, sk.map_res, tokens, sk.map_chunk,
-                                                          sk.map_checkpoint)
+                                                          sk.map_checkpoint, sk.map_views)
         if sk.early_exit and self.layer == pass_state.last_layer: raise EarlyExit()
         return out
     if (mode == "cw" and pass_state is not None and pass_state.sk is not None and pass_state.sk.early_exit
