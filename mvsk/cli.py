@@ -137,11 +137,11 @@ def discover_cmd(data="data/sample", out="outputs/discover", model="tiny", devic
 TRAIN_FLAGS = ("seed", "steps", "batch_size", "strategy", "train_unet", "mixed_precision", "n_augment", "n_tokens")
 
 def train_config(model="tiny", config=None, schedule=None, **overrides):
-    "TrainConfig from the model's defaults, then a config file, then non-None overrides; `schedule` sets the loss schedule."
+    "TrainConfig from the model's defaults (tiny and mini: small maps and batches), then a config file, then non-None overrides; `schedule` sets the loss schedule."
     from mvsk.train import TrainConfig
     from mvsk.losses import LossConfig
     base = TrainConfig(map_res=32, batch_size=2, steps=20, checkpoint_every=10, n_augment=4,
-                       loss=LossConfig(n_keypoints=8, n_candidates=16)) if model == "tiny" else TrainConfig()
+                       loss=LossConfig(n_keypoints=8, n_candidates=16)) if model in ("tiny", "mini") else TrainConfig()
     cfg = merged_config(base, config, **overrides)
     if schedule is not None: cfg = type(cfg).from_dict({**cfg.to_dict(), "loss": {**cfg.loss.to_dict(), "schedule": schedule}})
     return cfg
@@ -158,7 +158,7 @@ def train_cmd(data="data/sample", out="outputs/train", model="tiny", device="cpu
         check_run_dir(out, cfg, resume, overwrite, "train")
         tok = model_for(model, device, tokens=tokens)[0] if tokens is not None else None      # checks the tokens' model
         comp = tok.components if tok is not None else load_model(model, device=device)
-        T = tok.tokens.n_tokens if tok is not None else (n_tokens or (64 if model == "tiny" else 500))
+        T = tok.tokens.n_tokens if tok is not None else (n_tokens or (64 if model in ("tiny", "mini") else 500))
         net = RefOnlyNoisedUNet.from_components(comp, n_tokens=T, sk=SKSettings(map_res=cfg.map_res)).to(device)
         if tok is not None: net.tokens = tok.tokens
         units = as_units(discovery_datasets(data, net.components.view_size, rig=rig))
@@ -401,10 +401,10 @@ def _train_main(argv):
     ap.add_argument("--rig", default="v1.2", choices=["v1.2", "v1.1"], help="Zero123++ rig of generated grids (default v1.2)")
     ap.add_argument("--config", help="YAML or JSON file of TrainConfig settings (flags override it)")
     ap.add_argument("--tokens", help="start from a discovery run's tokens.safetensors (made with the same --model)")
-    ap.add_argument("--n-tokens", type=int, help="tokens T when --tokens is not given (tiny: 64; real: 500)")
+    ap.add_argument("--n-tokens", type=int, help="tokens T when --tokens is not given (tiny, mini: 64; real: 500)")
     ap.add_argument("--seed", type=int)
-    ap.add_argument("--steps", type=int, help="optimiser steps (tiny: 20; real: 1000)")
-    ap.add_argument("--batch-size", type=int, help="objects per step (tiny: 2; real: 4)")
+    ap.add_argument("--steps", type=int, help="optimiser steps (tiny, mini: 20; real: 1000)")
+    ap.add_argument("--batch-size", type=int, help="objects per step (tiny, mini: 2; real: 4)")
     ap.add_argument("--strategy", help="fusion strategy of the main pass (default hierarchical: trains its gates)")
     ap.add_argument("--schedule", choices=["nested", "plan"], help="loss schedule: nested (default) or the design plan's literal flat sum")
     ap.add_argument("--n-augment", type=int, help="test-time augmentations of the final keypoint extraction (tiny: 4; real: 10)")

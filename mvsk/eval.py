@@ -527,7 +527,7 @@ def runnable_strategies(strategies=None, gates=None) -> tuple:
 def compare_strategies(model, items: list, strategies=None,
                        tokens=None, selected=None, steps: int = 28, seed: int = 0, strength: float = 0.3,
                        guidance_every: int = 5, agree_threshold: float = 0.05, n_augment: int = 10,
-                       gates=None, adaptive: bool = False, progress: bool = False) -> tuple:
+                       gates=None, adaptive: bool = False, guidance_scale: float = 4.0, progress: bool = False) -> tuple:
     "Objects (`load_views` dicts) x strategies (None: `runnable_strategies`) -> (rows: one dict per strategy, mean over objects; results[strategy][object] views)."
     from mvsk.pipeline import generate, GenerationConfig
     if not items: raise ValueError("need at least one object to compare strategies on")
@@ -535,7 +535,8 @@ def compare_strategies(model, items: list, strategies=None,
     rows, views = [], {}
     for name in strategies:
         cfg = GenerationConfig(num_inference_steps=steps, strategy=name, strength=strength, guidance_every=guidance_every,
-                               find_keypoints=True, n_augment=n_augment, adaptive=adaptive)
+                               find_keypoints=True, n_augment=n_augment, adaptive=adaptive,
+                               guidance_scale=guidance_scale)
         ps, ss, res_, agree, used, secs = [], [], [], [], [], []
         views[name] = {}
         for it in items:
