@@ -390,6 +390,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'mvsk.sweep.discovery_rows': ('sweep.html#discovery_rows', 'mvsk/sweep.py'),
                             'mvsk.sweep.generation_rows': ('sweep.html#generation_rows', 'mvsk/sweep.py'),
                             'mvsk.sweep.map_rows': ('sweep.html#map_rows', 'mvsk/sweep.py'),
+                            'mvsk.sweep.paired_difference': ('sweep.html#paired_difference', 'mvsk/sweep.py'),
                             'mvsk.sweep.random_unet': ('sweep.html#random_unet', 'mvsk/sweep.py'),
                             'mvsk.sweep.read_sweep': ('sweep.html#read_sweep', 'mvsk/sweep.py'),
                             'mvsk.sweep.results_table': ('sweep.html#results_table', 'mvsk/sweep.py'),

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['JOBS', 'GENERATE_KEYS', 'RESULT_FIELDS', 'SweepConfig', 'read_sweep', 'random_unet', 'sweep_model',
            'seconds_per_step', 'discovery_rows', 'map_rows', 'generation_rows', 'sweep_runs', 'score_run', 'run_sweep',
-           'write_results', 'aggregate', 'results_table', 'sweep_main']
+           'write_results', 'aggregate', 'results_table', 'paired_difference', 'sweep_main']
 
 # %% ../nbs/16_sweep.ipynb #8af7be04
 import csv, json, math, shutil
@@ -157,7 +157,8 @@ def generation_rows(run, data, strategy: str = "none", n_objects: int = None, st
     pred = torch.stack([views[strategy][n] for n in names]).float().clamp(0, 1)
     scores = view_scores(pred, torch.stack([it["target_imgs"] for it in items]).float())
     out = [dict(method="generated", metric=k, value=float(v.mean())) for k, v in scores.items()]
-    return out + [dict(method="generated", metric=k, value=float(v)) for k, v in rows[0].items() if k != "strategy" and v is not None]
+    same = ("strategy", "PSNR", "SSIM")                          # PSNR and SSIM are in `scores` already (on clamped views)
+    return out + [dict(method="generated", metric=k, value=float(v)) for k, v in rows[0].items() if k not in same and v is not None]
 
 # %% ../nbs/16_sweep.ipynb #42c1ece9
 RESULT_FIELDS = ("sweep", "variant", "seed", "method", "metric", "value")
@@ -237,6 +238,19 @@ def results_table(agg: list, metrics: list, methods=("mvsk",), digits: int = 3) 
         vals = [f"{cell[(v, m, k)]['mean']:.{digits}f} ± {cell[(v, m, k)]['std']:.{digits}f}" if (v, m, k) in cell else "" for k in metrics]
         lines.append(f"| {v} | {m} | {n} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
+
+# %% ../nbs/16_sweep.ipynb #c4ff46d8
+def paired_difference(rows: list, a: str, b: str, metric: str, method: str = "mvsk") -> dict:
+    "Tidy rows -> {'mean', 'std', 'n'} of value(a) − value(b) for `metric`, paired by seed (seeds present in both)."
+    val = lambda v: {r["seed"]: float(r["value"]) for r in rows if (r["variant"], r["method"], r["metric"]) == (v, method, metric)}
+    x, y = val(a), val(b)
+    if not x or not y: raise ValueError(f"no rows for {metric!r} ({method}) of variant {a if not x else b!r}")
+    seeds = sorted(set(x) & set(y), key=str)
+    if not seeds: raise ValueError(f"variants {a!r} and {b!r} share no seed for {metric!r}: seeds {sorted(x)} and {sorted(y)}")
+    d = [x[s] - y[s] for s in seeds]
+    mean = sum(d) / len(d)
+    std = math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1)) if len(d) > 1 else 0.0
+    return dict(mean=mean, std=std, n=len(d))
 
 # %% ../nbs/16_sweep.ipynb #5d34a80e
 def sweep_main(argv=None):
