@@ -8,9 +8,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
-# Notebooks whose figures are images of noise on the random tiny model (megabytes of incompressible PNG):
-# `--save` leaves their outputs out of the repository.
-NO_SAVE = {"08_pipeline.ipynb"}
+# Stored figures are thumbnails: `--save` downscales every PNG output to at most THUMB_PX on its longer side and
+# stores it with a 256-colour palette, so the notebooks show their pictures and the repository stays light.
+THUMB_PX = 720
 
 
 def skip_and_force_flags():
@@ -21,12 +21,47 @@ def skip_and_force_flags():
     return skip, os.environ.get("MVSK_FLAGS", "").split()
 
 
+def thumbnail_png(data: str, max_px: int = THUMB_PX) -> str:
+    "A base64 PNG -> the base64 PNG of its thumbnail (longer side at most `max_px`, 256-colour palette)."
+    import base64, io
+    from PIL import Image
+    img = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+    if max(img.size) > max_px: img.thumbnail((max_px, max_px), Image.LANCZOS)
+    buf = io.BytesIO()
+    img.quantize(256, method=Image.Quantize.MEDIANCUT).save(buf, "PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _png_size(data: str) -> int:
+    "The longer side of a base64 PNG, in pixels."
+    import base64, io
+    from PIL import Image
+    return max(Image.open(io.BytesIO(base64.b64decode(data))).size)
+
+
+def shrink_figures(path):
+    "Replace every PNG output of the notebook at `path` by its thumbnail (where it is larger or heavier)."
+    import json
+    nb = json.loads(Path(path).read_text())
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            data = o.get("data", {})
+            if "image/png" in data:
+                png = data["image/png"]
+                png = "".join(png) if isinstance(png, list) else png
+                png = png.replace("\n", "")
+                small = thumbnail_png(png)
+                if len(small) < len(png) or _png_size(png) > THUMB_PX: data["image/png"] = small
+    Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def run_notebook(path, save=False):
     "Execute one notebook in this process; raise with the failing cell's traceback on error."
     from nbdev.test import test_nb
     skip, force = skip_and_force_flags()
     ok, secs = test_nb(path, skip_flags=skip, force_flags=force, basepath=ROOT, save=save)
     if not ok: raise AssertionError(f"notebook {Path(path).name} failed (traceback above)")
+    if save: shrink_figures(path)
     return secs
 
 
@@ -36,5 +71,5 @@ if __name__ == "__main__":
     ap.add_argument("--save", action="store_true", help="write outputs back into the notebooks")
     a = ap.parse_args()
     for nb in (a.notebooks or NBS):
-        t0 = time.time(); run_notebook(Path(nb).resolve(), save=a.save and Path(nb).name not in NO_SAVE)
+        t0 = time.time(); run_notebook(Path(nb).resolve(), save=a.save)
         print(f"{Path(nb).name}: {time.time() - t0:.1f} s", flush=True)
