@@ -56,7 +56,7 @@ def setup(name, device, dtype_name, steps) -> tuple:
     L, D = cfg["latent"], model.unet.config.cross_attention_dim
     g = torch.Generator(device=device).manual_seed(0)
     sample = torch.randn(2, 4, 3 * L, 2 * L, generator=g, device=device, dtype=dtype)
-    ehs = torch.randn(2, 77, D, generator=g, device=device, dtype=dtype)
+    encoder_hidden_states = torch.randn(2, 77, D, generator=g, device=device, dtype=dtype)
     cond_lat = torch.randn(2, 4, L, L, generator=g, device=device, dtype=dtype)
     emb = model.tokens.embeddings.detach()
     sel = torch.arange(cfg["k"], device=device)
@@ -67,7 +67,7 @@ def setup(name, device, dtype_name, steps) -> tuple:
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def refresh():
-        return keypoint_maps(model, sample[1:].float(), cond_lat[1:], ehs[1:], emb, sel, 0, g)
+        return keypoint_maps(model, sample[1:].float(), cond_lat[1:], encoder_hidden_states[1:], emb, sel, 0, g)
 
     with torch.no_grad():
         maps = refresh()
@@ -76,7 +76,7 @@ def setup(name, device, dtype_name, steps) -> tuple:
                for s in STRATEGY_ORDER}
 
     def main_pass(fusion):
-        return model(sample, t, ehs, cross_attention_kwargs=dict(cond_lat=cond_lat, fusion=fusion, generator=g)).sample
+        return model(sample, t, encoder_hidden_states, cross_attention_kwargs=dict(cond_lat=cond_lat, fusion=fusion, generator=g)).sample
 
     def guided_step(s):
         fusions[s].set_maps(refresh())

@@ -2,7 +2,7 @@
 
 One step = `RefOnlyNoisedUNet.sk_step` on one object (six 320² views encoded by the VAE, their random-affine
 augmentation, two keypoint passes with the condition's reference attention, 500 float32 tokens, float32 maps at
-128², early exit) and the backward of its loss to the tokens, as `mvsk.train.train_step` runs it. The UNet
+128², early exit) and the backward of its loss to the tokens, as `mvsk.train.discovery_step` runs it. The UNet
 (and the VAE) are SD2-size with random weights (`--config sd2`: bench/sk_pass.py's UNet, 866 M parameters; the
 VAE with SD2's channels 128/256/512/512) in the dtype of the row.
 
@@ -109,7 +109,7 @@ def run_row(cfg, dtype_name, maps, device, steps, threads, max_gib, q):
     g = torch.Generator().manual_seed(0)
     views = torch.rand(1, 6, 3, S, S, generator=g).to(device)
     cond_lat = torch.randn(1, 4, cfg["latent"], cfg["latent"], generator=g).to(device, dtype)
-    ehs = torch.randn(1, 77, cfg["dim"], generator=g).to(device, dtype)
+    encoder_hidden_states = torch.randn(1, 77, cfg["dim"], generator=g).to(device, dtype)
     cams = zero123plus_cameras("v1.2")
     loss_cfg = LossConfig()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -120,7 +120,7 @@ def run_row(cfg, dtype_name, maps, device, steps, threads, max_gib, q):
         gc.collect(); reset_peak(device)
         t0, c0 = time.perf_counter(), time.process_time()
         model.tokens.embeddings.grad = None
-        out = model.sk_step(views, cams, cond_lat, ehs, epoch=100, loss_cfg=loss_cfg,
+        out = model.sk_step(views, cams, cond_lat, encoder_hidden_states, epoch=100, loss_cfg=loss_cfg,
                             generator=torch.Generator(device).manual_seed(i))
         out["sk_loss"]["total"].backward()
         sync()

@@ -91,14 +91,14 @@ def run_variant(name, variant, cfg, device, dtype_name, repeats, q, threads=0, p
     model = RefOnlyNoisedUNet(unet, train_s, val_s, n_tokens=cfg["tokens"], sk=sk).to(device)
     lat = torch.randn(6, 4, L, L, device=device, dtype=dtype)
     cond = torch.randn(1, 4, L, L, device=device, dtype=dtype)
-    ehs = torch.randn(1, 77, cfg["dim"], device=device, dtype=dtype)
+    encoder_hidden_states = torch.randn(1, 77, cfg["dim"], device=device, dtype=dtype)
 
     def step():
         if fwd_only:
             with torch.no_grad(): model.forward_sk(lat)
             return
         model.tokens.embeddings.grad = None
-        out = model.forward_sk(lat, cond, ehs)
+        out = model.forward_sk(lat, cond, encoder_hidden_states)
         out["sk_maps_mean"]["individual_views"].pow(2).mean().backward()
     extra = {}
     floor = fwd_only and variant.get("floor", True)

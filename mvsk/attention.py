@@ -16,6 +16,7 @@ from einops import rearrange
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from .grid import N_VIEWS, GRID_ROWS, GRID_COLS, level_hw, views_to_grid
+from fastcore.basics import patch
 
 # %% ../nbs/03_attention.ipynb #d1e98ca1
 SK_LAYERS = ("up_blocks.1.attentions.0", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2",
@@ -295,19 +296,20 @@ class MVSKAttnProcessor:
         return (pass_state.ref_key if pass_state is not None else "") + self.name
 
 # %% ../nbs/03_attention.ipynb #192fdec5
-def _self_attention(self, attn, hs, attention_mask, temb, mode, ref_dict, is_cfg_guidance, pass_state):
+@patch
+def _self_attention(self: MVSKAttnProcessor, attn, hidden_states, attention_mask, temb, mode, ref_dict, is_cfg_guidance, pass_state):
     key = self._key(pass_state)
     if mode in ("r", "m", "skw", "w", "cw") and ref_dict is None:
         raise ValueError(f"mode {mode!r} needs a ref_dict in cross_attention_kwargs")
     if mode == "skw" and not pass_state.sk.reference:
-        return self.plain(attn, hs, None, attention_mask, temb)
+        return self.plain(attn, hidden_states, None, attention_mask, temb)
     res0 = None
     if is_cfg_guidance and mode in ("w", "cw", "r", "m"):
-        res0 = self.plain(attn, hs[:1], None, attention_mask, temb)
-        hs = hs[1:]
-    ctx = hs
+        res0 = self.plain(attn, hidden_states[:1], None, attention_mask, temb)
+        hidden_states = hidden_states[1:]
+    ctx = hidden_states
     if mode in ("w", "cw"):
-        ref_dict[key] = hs
+        ref_dict[key] = hidden_states
     else:
         if key not in ref_dict:
             raise ValueError(f"mode {mode!r} at {self.name} needs the reference tokens of a preceding write pass "
@@ -315,27 +317,26 @@ def _self_attention(self, attn, hs, attention_mask, temb, mode, ref_dict, is_cfg
         ref = ref_dict.pop(key) if mode == "r" else ref_dict[key]
         if mode == "skw":
             V = pass_state.sk.n_views
-            if ref.shape[0] * V != hs.shape[0]:
-                raise ValueError(f"skw at {self.name}: {hs.shape[0]} view samples need {hs.shape[0] // V} condition "
+            if ref.shape[0] * V != hidden_states.shape[0]:
+                raise ValueError(f"skw at {self.name}: {hidden_states.shape[0]} view samples need {hidden_states.shape[0] // V} condition "
                                  f"entries ({V} views each); the write pass stored {ref.shape[0]}")
             ref = ref.repeat_interleave(V, dim=0)
-        elif ref.shape[0] != hs.shape[0]:
-            raise ValueError(f"mode {mode!r} at {self.name}: batch {hs.shape[0]} but the write pass stored {ref.shape[0]}")
-        ctx = torch.cat([hs, ref.to(hs.dtype)], dim=1)
-    out = self.plain(attn, hs, ctx, attention_mask, temb)
+        elif ref.shape[0] != hidden_states.shape[0]:
+            raise ValueError(f"mode {mode!r} at {self.name}: batch {hidden_states.shape[0]} but the write pass stored {ref.shape[0]}")
+        ctx = torch.cat([hidden_states, ref.to(hidden_states.dtype)], dim=1)
+    out = self.plain(attn, hidden_states, ctx, attention_mask, temb)
     return out if res0 is None else torch.cat([res0, out])
 
-MVSKAttnProcessor._self_attention = _self_attention
-
 # %% ../nbs/03_attention.ipynb #a386a6fd
-def _cross_attention(self, attn, hs, ehs, attention_mask, temb, mode, pass_state):
+@patch
+def _cross_attention(self: MVSKAttnProcessor, attn, hidden_states, encoder_hidden_states, attention_mask, temb, mode, pass_state):
     if mode == "skw" and self.layer in pass_state.sk.layers:
         sk = pass_state.sk
-        out = self.plain(attn, hs, ehs, attention_mask, temb)
-        hw = level_hw(pass_state.latent_hw, hs.shape[1])
+        out = self.plain(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        hw = level_hw(pass_state.latent_hw, hidden_states.shape[1])
         tokens = slice(pass_state.n_global, None) if sk.context == "append" else slice(None)
-        q = hs.detach() if sk.detach_query else hs
-        ctx = ehs if pass_state.map_context is None else pass_state.map_context
+        q = hidden_states.detach() if sk.detach_query else hidden_states
+        ctx = encoder_hidden_states if pass_state.map_context is None else pass_state.map_context
         pass_state.maps[self.layer] = token_softmax_maps(attn, q, ctx, hw, sk.map_res, tokens, sk.map_chunk,
                                                           sk.map_checkpoint, sk.map_views)
         if sk.early_exit and self.layer == pass_state.last_layer: raise EarlyExit()
@@ -344,11 +345,9 @@ def _cross_attention(self, attn, hs, ehs, attention_mask, temb, mode, pass_state
             and self.layer == pass_state.last_layer):
         raise EarlyExit()   # a condition pass for `skw` needs no layer after the last captured one
     if mode == "r" and pass_state is not None and pass_state.fusion is not None and pass_state.fusion.active:
-        hw = level_hw(pass_state.latent_hw, hs.shape[1])
-        return pass_state.fusion(attn, hs, ehs, attention_mask, hw, self.layer)
-    return self.plain(attn, hs, ehs, attention_mask, temb)
-
-MVSKAttnProcessor._cross_attention = _cross_attention
+        hw = level_hw(pass_state.latent_hw, hidden_states.shape[1])
+        return pass_state.fusion(attn, hidden_states, encoder_hidden_states, attention_mask, hw, self.layer)
+    return self.plain(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 # %% ../nbs/03_attention.ipynb #c16d2d8f
 def cross_attention_layers(unet) -> list:

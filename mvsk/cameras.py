@@ -10,6 +10,7 @@ __all__ = ['CONVENTION', 'ZERO123PLUS_RIGS', 'Cameras', 'look_at_cameras', 'zero
 import math
 from dataclasses import dataclass
 import torch
+from .maps import describe
 
 # %% ../nbs/01_cameras.ipynb #619f9275
 CONVENTION = ("world right-handed, z up, object at the origin inside a sphere of radius 0.5; "
@@ -18,8 +19,6 @@ CONVENTION = ("world right-handed, z up, object at the origin inside a sphere of
               "K normalised: projections (x, y) in [0, 1] of the tile, pixel centres at (i + 0.5)/W")
 
 # %% ../nbs/01_cameras.ipynb #4489a797
-def _shape(x): return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
 def _check_like(x: torch.Tensor, cams, name: str):
     if x.dtype != cams.R.dtype or x.device != cams.R.device:
         raise ValueError(f"{name} is {x.dtype} on {x.device} but the cameras are {cams.R.dtype} on "
@@ -38,7 +37,7 @@ class Cameras:
         if not (all(isinstance(x, torch.Tensor) for x in (R, t, K))
                 and R.shape == (V, 3, 3) and t.shape == (V, 3) and K.shape == (V, 3, 3)):
             raise ValueError(f"Cameras needs R (V, 3, 3), t (V, 3), K (V, 3, 3) with the same V; "
-                             f"got R {_shape(R)}, t {_shape(t)}, K {_shape(K)}")
+                             f"got R {describe(R)}, t {describe(t)}, K {describe(K)}")
         if not R.is_floating_point() or len({(x.dtype, x.device) for x in (R, t, K)}) != 1:
             raise ValueError(f"R, t, K must share one floating dtype and device; got "
                              f"{[(x.dtype, str(x.device)) for x in (R, t, K)]}")
@@ -158,7 +157,7 @@ def zero123plus_cameras(version: str = "v1.2", cond_elevation: float = 0.0, cond
 def project(points: torch.Tensor, cams: Cameras) -> tuple:
     "(..., N, 3) world points -> xy (..., V, N, 2) normalised to [0, 1] (pixel centres at (i + 0.5)/W, y down), depth (..., V, N)."
     if not isinstance(points, torch.Tensor) or points.ndim < 2 or points.shape[-1] != 3:
-        raise ValueError(f"points must be (..., N, 3); got {_shape(points)}")
+        raise ValueError(f"points must be (..., N, 3); got {describe(points)}")
     _check_like(points, cams, "points")
     cam = torch.einsum("vij,...nj->...vni", cams.R, points) + cams.t[:, None, :]     # (..., V, N, 3) camera coordinates
     uvw = torch.einsum("vij,...vnj->...vni", cams.K, cam)
@@ -169,11 +168,11 @@ def triangulate(points2d: torch.Tensor, cams: Cameras, weights: torch.Tensor = N
     "(..., V, N, 2) normalised (x, y) (pixel centres at (i + 0.5)/W) + weights (..., V, N) >= 0 -> (..., N, 3) world points."
     V = len(cams)
     if not isinstance(points2d, torch.Tensor) or points2d.ndim < 3 or points2d.shape[-1] != 2 or points2d.shape[-3] != V:
-        raise ValueError(f"points2d must be (..., V={V}, N, 2); got {_shape(points2d)}")
+        raise ValueError(f"points2d must be (..., V={V}, N, 2); got {describe(points2d)}")
     _check_like(points2d, cams, "points2d")
     if weights is None: weights = torch.ones_like(points2d[..., 0])
     if not isinstance(weights, torch.Tensor) or weights.shape != points2d.shape[:-1]:
-        raise ValueError(f"weights must be (..., V, N) = {tuple(points2d.shape[:-1])} like points2d; got {_shape(weights)}")
+        raise ValueError(f"weights must be (..., V, N) = {tuple(points2d.shape[:-1])} like points2d; got {describe(weights)}")
     _check_like(weights, cams, "weights")
     if not torch.isfinite(weights).all() or (weights < 0).any():
         raise ValueError(f"weights must be finite and >= 0; got min {weights.min().item()}")

@@ -6,9 +6,8 @@
 __all__ = ['stack_keypoints', 'read_view_masks', 'linear_assignment', 'match_cost', 'match_keypoints', 'oracle_keypoints', 'pck',
            'multiview_pck', 'coverage', 'random_keypoints', 'centroid_keypoints', 'error_3d', 'regressor_fit',
            'regressor_predict', 'split_objects', 'common_keypoints', 'regression_error', 'dual_alignment',
-           'reprojection_error', 'view_agreement', 'keypoint_spread', 'spatial_entropy', 'peakiness',
-           'random_consistent_keypoints', 'diagnostics_report', 'report', 'to_markdown', 'psnr', 'ssim',
-           'runnable_strategies', 'compare_strategies']
+           'reprojection_error', 'view_agreement', 'keypoint_spread', 'random_consistent_keypoints',
+           'diagnostics_report', 'report', 'to_markdown', 'psnr', 'ssim', 'runnable_strategies', 'compare_strategies']
 
 # %% ../nbs/12_eval.ipynb #d9cd9908
 import math
@@ -19,6 +18,7 @@ from .grid import N_VIEWS
 from .cameras import Cameras
 from .keypoints import triangulate_keypoints
 from .data import VIEW_FILES, read_mask, _collate_keypoints
+from .maps import describe
 
 # %% ../nbs/12_eval.ipynb #37f25c51
 def stack_keypoints(keypoints: list) -> dict:
@@ -31,8 +31,6 @@ def read_view_masks(folder) -> torch.Tensor:
     return torch.stack([read_mask(Path(folder) / "mask" / f) for f in VIEW_FILES[1:]])
 
 # %% ../nbs/12_eval.ipynb #7c55cfe0
-def _shape(x): return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
 def _lsap(c: np.ndarray) -> np.ndarray:
     "Shortest augmenting path on an (R, C) float64 cost with R <= C -> col4row (R,)."
     nr, nc = c.shape
@@ -69,8 +67,8 @@ def _lsap(c: np.ndarray) -> np.ndarray:
 def linear_assignment(cost: torch.Tensor) -> tuple:
     "(R, C) finite costs -> (rows, cols), two (min(R, C),) long tensors of the pairs with the least total cost, rows ascending."
     if not (isinstance(cost, torch.Tensor) and cost.ndim == 2):
-        raise ValueError(f"cost must be an (R, C) matrix; got {_shape(cost)}")
-    if not torch.isfinite(cost).all(): raise ValueError(f"cost must be finite; got {_shape(cost)} with inf/nan entries")
+        raise ValueError(f"cost must be an (R, C) matrix; got {describe(cost)}")
+    if not torch.isfinite(cost).all(): raise ValueError(f"cost must be finite; got {describe(cost)} with inf/nan entries")
     c = cost.detach().cpu().double().numpy()
     if min(c.shape) == 0: return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     if c.shape[0] <= c.shape[1]:
@@ -86,14 +84,14 @@ def _check_xy(xy, name, B=None, V=None):
     if ok and B is not None: ok = xy.shape[:2] == (B, V)
     if not ok:
         want = f"(B={B}, V={V}, K, 2)" if B is not None else "(B, V, K, 2)"
-        raise ValueError(f"{name} must be {want} float normalised (x, y); got {_shape(xy)}")
+        raise ValueError(f"{name} must be {want} float normalised (x, y); got {describe(xy)}")
 
 def _check_weights(weights, pred_xy):
     "Per-keypoint weights (B, V, K) like pred_xy, finite and >= 0 (None: all ones)."
     B, V, K, _ = pred_xy.shape
     if weights is None: return torch.ones(B, V, K, dtype=pred_xy.dtype)
     if not (isinstance(weights, torch.Tensor) and weights.shape == (B, V, K)):
-        raise ValueError(f"weights must be (B, V, K) = {(B, V, K)} like pred_xy; got {_shape(weights)}")
+        raise ValueError(f"weights must be (B, V, K) = {(B, V, K)} like pred_xy; got {describe(weights)}")
     if not torch.isfinite(weights).all() or (weights < 0).any(): raise ValueError("weights must be finite and >= 0")
     return weights
 
@@ -104,11 +102,11 @@ def _check_gt(gt, need_xyz=False):
     xy, vis = gt["xy"], gt["visible"]
     _check_xy(xy, "gt['xy']")
     if not (isinstance(vis, torch.Tensor) and vis.dtype == torch.bool and vis.shape == xy.shape[:-1]):
-        raise ValueError(f"gt['visible'] must be a bool (B, V, N) = {tuple(xy.shape[:-1])}; got {_shape(vis)}")
+        raise ValueError(f"gt['visible'] must be a bool (B, V, N) = {tuple(xy.shape[:-1])}; got {describe(vis)}")
     if need_xyz:
         X = gt.get("xyz")
         if not (isinstance(X, torch.Tensor) and X.shape == (xy.shape[0], xy.shape[2], 3)):
-            raise ValueError(f"gt['xyz'] must be (B, N, 3) = {(xy.shape[0], xy.shape[2], 3)}; got {_shape(X)}")
+            raise ValueError(f"gt['xyz'] must be (B, N, 3) = {(xy.shape[0], xy.shape[2], 3)}; got {describe(X)}")
     return xy.shape[:3]
 
 def _check_pred(pred_xy, gt, need_xyz=False):
@@ -167,7 +165,7 @@ def _scored(pred_xy, gt, match):
     B, V, K, N = _check_pred(pred_xy, gt)
     match = match_keypoints(pred_xy, gt) if match is None else match
     if not (isinstance(match, torch.Tensor) and match.shape == (B, N) and not match.is_floating_point()):
-        raise ValueError(f"match must be a (B, N) = {(B, N)} integer tensor; got {_shape(match)}")
+        raise ValueError(f"match must be a (B, N) = {(B, N)} integer tensor; got {describe(match)}")
     if match.numel() and (match.max() >= K or match.min() < -1):
         raise ValueError(f"match entries must be -1 or in [0, K={K}); got [{match.min()}, {match.max()}]")
     idx = match.clamp_min(0).to(pred_xy.device)[:, None, :, None].expand(B, V, N, 2)
@@ -203,7 +201,7 @@ def random_keypoints(batch: int, views: int, k: int, generator: torch.Generator 
     "-> (batch, views, k, 2) normalised (x, y), uniform on the tile, or with `masks` (batch, views, H, W) bool uniform on the mask's pixels (pixel centres at (i + 0.5)/W, jittered within the pixel)."
     if masks is None: return torch.rand(batch, views, k, 2, generator=generator)
     if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.shape[:2] == (batch, views) and masks.ndim == 4):
-        raise ValueError(f"masks must be bool (B={batch}, V={views}, H, W); got {_shape(masks)}")
+        raise ValueError(f"masks must be bool (B={batch}, V={views}, H, W); got {describe(masks)}")
     H, W = masks.shape[-2:]
     flat = masks.flatten(-2).float()
     if (flat.sum(-1) == 0).any(): raise ValueError(f"every mask needs an object pixel; empty (b, v): {(flat.sum(-1) == 0).nonzero().tolist()}")
@@ -214,7 +212,7 @@ def random_keypoints(batch: int, views: int, k: int, generator: torch.Generator 
 def centroid_keypoints(masks: torch.Tensor, k: int) -> torch.Tensor:
     "(B, V, H, W) bool masks -> (B, V, k, 2) the mask centroid of each view (normalised (x, y), pixel centres at (i + 0.5)/W), repeated k times."
     if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.ndim == 4):
-        raise ValueError(f"masks must be bool (B, V, H, W); got {_shape(masks)}")
+        raise ValueError(f"masks must be bool (B, V, H, W); got {describe(masks)}")
     H, W = masks.shape[-2:]
     m = masks.float()
     n = m.sum((-2, -1))
@@ -268,14 +266,14 @@ def error_3d(pred_xy: torch.Tensor, gt: dict, cameras, weights: torch.Tensor = N
 def regressor_fit(x: torch.Tensor, y: torch.Tensor, visible: torch.Tensor = None) -> torch.Tensor:
     "(M, K, 2) discovered, (M, N, 2) gt, normalised (x, y), visible (M, N) -> (2K, 2N) float64 W with (y - 0.5) ≈ (x - 0.5) @ W, one least-squares fit per gt keypoint over the samples where it is visible."
     if not (isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[-1] == 2):
-        raise ValueError(f"x must be (M, K, 2) normalised (x, y); got {_shape(x)}")
+        raise ValueError(f"x must be (M, K, 2) normalised (x, y); got {describe(x)}")
     M, K, _ = x.shape
     if not (isinstance(y, torch.Tensor) and y.ndim == 3 and y.shape[0] == M and y.shape[-1] == 2):
-        raise ValueError(f"y must be (M={M}, N, 2) normalised (x, y); got {_shape(y)}")
+        raise ValueError(f"y must be (M={M}, N, 2) normalised (x, y); got {describe(y)}")
     N = y.shape[1]
     vis = torch.ones(M, N, dtype=torch.bool) if visible is None else visible
     if not (isinstance(vis, torch.Tensor) and vis.dtype == torch.bool and vis.shape == (M, N)):
-        raise ValueError(f"visible must be bool (M, N) = {(M, N)}; got {_shape(visible)}")
+        raise ValueError(f"visible must be bool (M, N) = {(M, N)}; got {describe(visible)}")
     if not vis.any(0).all():
         raise ValueError(f"ground-truth keypoints {(~vis.any(0)).nonzero().flatten().tolist()} are visible in no sample; cannot fit them")
     X = (x.double() - 0.5).reshape(M, 2 * K)
@@ -290,7 +288,7 @@ def regressor_predict(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     "(2K, 2N) W + (M, K, 2) discovered, normalised (x, y) -> (M, N, 2) predicted gt keypoints, normalised (x, y)."
     if not (isinstance(W, torch.Tensor) and W.ndim == 2 and W.shape[1] % 2 == 0 and isinstance(x, torch.Tensor)
             and x.ndim == 3 and x.shape[-1] == 2 and 2 * x.shape[1] == W.shape[0]):
-        raise ValueError(f"W must be (2K, 2N) and x (M, K, 2) with the same K; got W {_shape(W)}, x {_shape(x)}")
+        raise ValueError(f"W must be (2K, 2N) and x (M, K, 2) with the same K; got W {describe(W)}, x {describe(x)}")
     return 0.5 + ((x.double() - 0.5).reshape(x.shape[0], -1) @ W).reshape(x.shape[0], -1, 2)
 
 # %% ../nbs/12_eval.ipynb #53d057d4
@@ -317,7 +315,7 @@ def regression_error(pred_xy: torch.Tensor, gt: dict, train: torch.Tensor, fit_h
     "(B, 6, K, 2) discovered + gt with the same N keypoints on every object, normalised (x, y), train (B,) bool -> () mean distance (tile units) of regressed to visible gt keypoints on the test objects' views."
     B, V, K, N = _check_pred(pred_xy, gt)
     if not (isinstance(train, torch.Tensor) and train.dtype == torch.bool and train.shape == (B,)) or train.all() or not train.any():
-        raise ValueError(f"train must be a bool (B,) = ({B},) with objects on both sides; got {_shape(train)}"
+        raise ValueError(f"train must be a bool (B,) = ({B},) with objects on both sides; got {describe(train)}"
                          + (f" = {train.tolist()}" if isinstance(train, torch.Tensor) else ""))
     vis = gt["visible"]
     fit = vis[train].any(0).any(0)                                                 # gt keypoints seen in training
@@ -375,29 +373,6 @@ def keypoint_spread(pred_xy: torch.Tensor, weights: torch.Tensor = None) -> torc
     pair = (w > 0)[..., :, None] & (w > 0)[..., None, :] & ~torch.eye(K, dtype=torch.bool)
     d = (pred_xy[..., :, None, :] - pred_xy[..., None, :, :]).norm(dim=-1)
     return _ratio(d[pair].sum(), pair.sum().float(), "keypoint_spread")
-
-# %% ../nbs/12_eval.ipynb #839f51b2
-def _check_any_maps(maps):
-    if not (isinstance(maps, torch.Tensor) and maps.ndim >= 3 and maps.is_floating_point() and maps.shape[-1] * maps.shape[-2] >= 2):
-        raise ValueError(f"maps must be (..., T, h, w) floats with h·w >= 2; got {_shape(maps)}")
-    if not torch.isfinite(maps).all() or (maps < 0).any():
-        raise ValueError(f"maps must be finite and non-negative; got {_shape(maps)} with min {maps.min().item():.4g}")
-
-def spatial_entropy(maps: torch.Tensor) -> torch.Tensor:
-    "(..., T, h, w) non-negative maps -> (..., T) entropy of each token's spatial distribution / log(h·w): 0 = one pixel, 1 = uniform; NaN for an all-zero map."
-    _check_any_maps(maps)
-    m = maps.flatten(-2).double()
-    s = m.sum(-1, keepdim=True)
-    p = m / s
-    H = -torch.special.xlogy(p, p).sum(-1) / math.log(m.shape[-1])
-    return torch.where(s[..., 0] > 0, H, torch.tensor(float("nan"), dtype=H.dtype)).to(maps.dtype)
-
-def peakiness(maps: torch.Tensor) -> torch.Tensor:
-    "(..., T, h, w) non-negative maps -> (..., T) peak-to-mean ratio max/mean over pixels: 1 = flat, h·w = one pixel; NaN for an all-zero map."
-    _check_any_maps(maps)
-    m = maps.flatten(-2)
-    mean = m.mean(-1)
-    return torch.where(mean > 0, m.max(-1).values / mean, torch.tensor(float("nan"), dtype=m.dtype))
 
 # %% ../nbs/12_eval.ipynb #070b7ff1
 def random_consistent_keypoints(cameras: list, k: int, generator: torch.Generator = None, radius: float = 0.5) -> torch.Tensor:
@@ -458,7 +433,7 @@ def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.
     B, V, N = gt["visible"].shape
     masks = torch.stack(list(masks)) if isinstance(masks, (list, tuple)) else masks
     if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.ndim == 4 and masks.shape[:2] == (B, V)):
-        raise ValueError(f"masks must be bool (B={B}, V={V}, H, W); got {_shape(masks)}")
+        raise ValueError(f"masks must be bool (B={B}, V={V}, H, W); got {describe(masks)}")
     labels = gt[label_key]
     rows_in = {}
     for name, p in (preds or {}).items():
@@ -489,7 +464,7 @@ def to_markdown(rows: list, digits: int = 3) -> str:
 # %% ../nbs/12_eval.ipynb #03eb2774
 def _check_pair(a, b):
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape or a.ndim != 4:
-        raise ValueError(f"images must be two (N, C, H, W) tensors of one shape; got {_shape(a)} and {_shape(b)}")
+        raise ValueError(f"images must be two (N, C, H, W) tensors of one shape; got {describe(a)} and {describe(b)}")
 
 def psnr(a: torch.Tensor, b: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:
     "(N, C, H, W) images in [0, max_val] -> (N,) PSNR in dB (inf for identical images)."

@@ -18,6 +18,7 @@ from diffusers.models.attention_processor import Attention
 
 from .grid import N_VIEWS
 from .attention import reshape_and_tile
+from fastcore.basics import patch
 
 # %% ../nbs/07_fusion.ipynb #70063711
 def _check_layer(attn: Attention, hidden_states, encoder_hidden_states, attention_mask=None):
@@ -301,12 +302,14 @@ class KeypointFusion:
                 f"maps={None if self.maps is None else tuple(self.maps.shape)}, uncond={self.uncond!r}, adaptive={self.adaptive})")
 
 # %% ../nbs/07_fusion.ipynb #21a2c96c
-def _tiled_maps(self, hw: tuple) -> torch.Tensor:
+@patch
+def _tiled_maps(self: KeypointFusion, hw: tuple) -> torch.Tensor:
     "(B, H*W, K) maps of this layer's resolution, cached per (H, W)."
     if hw not in self._tiled: self._tiled[hw] = reshape_and_tile(self.maps.float(), hw)
     return self._tiled[hw]
 
-def _guided_rows(self, n_rows: int) -> tuple:
+@patch
+def _guided_rows(self: KeypointFusion, n_rows: int) -> tuple:
     "(first guided row, maps repeat) for a main-pass batch of `n_rows`."
     if self.maps is None: return 0, 1
     B = self.maps.shape[0]
@@ -315,7 +318,8 @@ def _guided_rows(self, n_rows: int) -> tuple:
     raise ValueError(f"the main pass has {n_rows} rows but the maps are for B={B} objects: expected {B} rows (no CFG) "
                      f"or {2 * B} ([uncond, cond])")
 
-def _fusion_call(self, attn: Attention, hidden_states, encoder_hidden_states, attention_mask, hw: tuple, layer: str):
+@patch
+def __call__(self: KeypointFusion, attn: Attention, hidden_states, encoder_hidden_states, attention_mask, hw: tuple, layer: str):
     "Cross-attention output (B, N, C) of this layer with the strategy applied to the guided rows."
     _check_layer(attn, hidden_states, encoder_hidden_states, attention_mask)
     q, k, v, h = attention_heads(attn, hidden_states, encoder_hidden_states)
@@ -339,10 +343,6 @@ def _fusion_call(self, attn: Attention, hidden_states, encoder_hidden_states, at
     if delta is not None: h = h + delta if start == 0 else torch.cat([h[:start], h[start:] + delta])
     return attention_output(attn, h, hidden_states)
 
-KeypointFusion._tiled_maps = _tiled_maps
-KeypointFusion._guided_rows = _guided_rows
-KeypointFusion.__call__ = _fusion_call
-
 # %% ../nbs/07_fusion.ipynb #1c1efa85
 def _norm_entropy(w: torch.Tensor, dim: int) -> torch.Tensor:
     "Entropy of `w` normalised along `dim`, divided by log(size); NaN where the weights sum to 0."
@@ -351,8 +351,9 @@ def _norm_entropy(w: torch.Tensor, dim: int) -> torch.Tensor:
     ent = -(p * p.clamp_min(1e-30).log()).sum(dim) / math.log(w.shape[dim])
     return torch.where(s.squeeze(dim) > 0, ent, torch.full_like(ent, float("nan")))
 
+@patch
 @torch.no_grad()
-def _record(self, layer, hw, w77, wK):
+def _record(self: KeypointFusion, layer, hw, w77, wK):
     row = dict(layer=layer, hw=hw)
     if w77 is not None: row["global_entropy"] = _norm_entropy(w77.float(), -1).mean().item()
     if wK is not None:
@@ -363,13 +364,11 @@ def _record(self, layer, hw, w77, wK):
         if self.record == "maps": row["kp_mass_map"] = w.sum(-1).view(w.shape[0], *hw).cpu()
     self.stats.append(row)
 
-def _summary(self) -> dict:
+@patch
+def summary(self: KeypointFusion) -> dict:
     "Mean of each recorded diagnostic over all calls (NaN where never recorded)."
     out = {}
     for key in ("kp_mass", "kp_entropy", "kp_token_entropy", "global_entropy"):
         vals = [r[key] for r in self.stats if key in r and not math.isnan(r[key])]
         out[key] = sum(vals) / len(vals) if vals else float("nan")
     return out
-
-KeypointFusion._record = _record
-KeypointFusion.summary = _summary

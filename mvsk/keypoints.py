@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from .grid import N_VIEWS
 from .cameras import project, triangulate
 from .losses import (RandomAffine, rank_candidates, furthest_point_sampling,
-                         _check_maps, _check_tokens, _take_tokens, _argmax_xy, _soft_argmax_xy, _shape)
+                         _check_maps, _check_tokens, _take_tokens)
+from .maps import describe, argmax_xy, soft_argmax_xy
 
 # %% ../nbs/06_keypoints.ipynb #bf77b1ed
 def select_tokens(maps: torch.Tensor, k: int = 16, n_candidates: int = 25, method: str = "kl", sigma: float = None,
@@ -22,7 +23,7 @@ def select_tokens(maps: torch.Tensor, k: int = 16, n_candidates: int = 25, metho
     "(B, 6, T, h, w) or (B, T, h, w) maps -> (B, k) token ids: best `n_candidates` by `method`, then FPS of k."
     if k > n_candidates: raise ValueError(f"k={k} keypoints cannot be sampled from n_candidates={n_candidates}")
     cand, _ = rank_candidates(maps, n_candidates, method, sigma, full_softmax)
-    pts = _argmax_xy(_take_tokens(maps, cand))                              # (B, [6,] n, 2)
+    pts = argmax_xy(_take_tokens(maps, cand))                              # (B, [6,] n, 2)
     return cand.gather(1, furthest_point_sampling(pts, k))
 
 # %% ../nbs/06_keypoints.ipynb #6c285262
@@ -31,7 +32,7 @@ def frequent_tokens(maps, k: int = 16, per_object: int = None, n_candidates: int
     "(N, 6, T, h, w) / (N, T, h, w) maps, or an iterable of such batches -> (k most selected token ids (k,), counts (T,))."
     per_object = k if per_object is None else per_object
     batches = [maps] if isinstance(maps, torch.Tensor) else maps
-    if not isinstance(batches, Iterable): raise ValueError(f"maps must be a tensor or an iterable of tensors; got {_shape(maps)}")
+    if not isinstance(batches, Iterable): raise ValueError(f"maps must be a tensor or an iterable of tensors; got {describe(maps)}")
     counts = None
     for m in batches:
         _check_maps(m, full_softmax=full_softmax)
@@ -39,7 +40,7 @@ def frequent_tokens(maps, k: int = 16, per_object: int = None, n_candidates: int
         if counts is None:
             if k > T: raise ValueError(f"cannot choose k={k} keypoint tokens from T={T}")
             counts = torch.zeros(T, dtype=torch.long)
-        elif T != len(counts): raise ValueError(f"every batch must have T={len(counts)} tokens; got {_shape(m)}")
+        elif T != len(counts): raise ValueError(f"every batch must have T={len(counts)} tokens; got {describe(m)}")
         sel = select_tokens(m, per_object, n_candidates, method, sigma, full_softmax)
         counts += torch.bincount(sel.flatten().cpu(), minlength=T)
     if counts is None: raise ValueError("maps is empty: no batch to count selections in")
@@ -49,7 +50,7 @@ def frequent_tokens(maps, k: int = 16, per_object: int = None, n_candidates: int
 # %% ../nbs/06_keypoints.ipynb #007b49fb
 def _check_images(images):
     if not (isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] == 3 and images.is_floating_point()):
-        raise ValueError(f"images must be (N, 3, H, W) floats in [0, 1]; got {_shape(images)}")
+        raise ValueError(f"images must be (N, 3, H, W) floats in [0, 1]; got {describe(images)}")
     if images.min() < 0 or images.max() > 1:
         raise ValueError(f"images must be (N, 3, H, W) in [0, 1]; got values in [{images.min():.3g}, {images.max():.3g}]")
 
@@ -67,19 +68,19 @@ def extract_keypoints(images: torch.Tensor, maps_fn, tokens, n_augment: int = 10
         aug = affine(images)
         m = maps_fn(aug)
         if not (isinstance(m, torch.Tensor) and m.ndim == 4 and m.shape[0] == N):
-            raise ValueError(f"maps_fn must return (N={N}, T, r, r) maps; got {_shape(m)}")
+            raise ValueError(f"maps_fn must return (N={N}, T, r, r) maps; got {describe(m)}")
         _check_maps(m, "maps_fn(images)", views=False, full_softmax=full_softmax)
         up = F.interpolate(_take_tokens(m.float(), tokens), size=(H, W), mode="bilinear", align_corners=False)
         back, cov = affine.inverse(up, mask=True)
         total = back if total is None else total + back
         cover = cov if cover is None else cover + cov
         thetas.append(affine.theta.clone())
-        argmaxes.append(affine.inverse_points(_argmax_xy(up)))                   # each augmentation's own answer
+        argmaxes.append(affine.inverse_points(argmax_xy(up)))                   # each augmentation's own answer
     avg = torch.where(cover > 0, total / cover.clamp_min(1e-12), torch.zeros_like(total))
     map_px = W / m.shape[-1]
     radius = 3 * map_px if radius is None else radius
     agree_radius = map_px if agree_radius is None else agree_radius
-    xy, conf = _soft_argmax_xy(avg, radius)
+    xy, conf = soft_argmax_xy(avg, radius)
     scale = torch.tensor([W, H], dtype=xy.dtype, device=xy.device)
     seen = torch.zeros_like(conf); agree = torch.zeros_like(conf)
     for theta, am in zip(thetas, argmaxes):
@@ -94,10 +95,10 @@ def extract_keypoints(images: torch.Tensor, maps_fn, tokens, n_augment: int = 10
 def triangulate_keypoints(xy: torch.Tensor, cameras, weights: torch.Tensor = None) -> dict:
     "(B, 6, K, 2) normalised per-view keypoints -> {points (B, K, 3) world, residual (B, 6, K) normalised, mean_residual (B, K)}."
     if not (isinstance(xy, torch.Tensor) and xy.ndim == 4 and xy.shape[1] == len(cameras) and xy.shape[-1] == 2):
-        raise ValueError(f"xy must be (B, {len(cameras)}, K, 2) normalised (x, y) for {len(cameras)} cameras; got {_shape(xy)}")
+        raise ValueError(f"xy must be (B, {len(cameras)}, K, 2) normalised (x, y) for {len(cameras)} cameras; got {describe(xy)}")
     w = torch.ones_like(xy[..., 0]) if weights is None else weights
     if not (isinstance(w, torch.Tensor) and w.shape == xy.shape[:-1]):
-        raise ValueError(f"weights must be (B, {len(cameras)}, K) = {tuple(xy.shape[:-1])}; got {_shape(weights)}")
+        raise ValueError(f"weights must be (B, {len(cameras)}, K) = {tuple(xy.shape[:-1])}; got {describe(weights)}")
     cams = cameras.to(device=xy.device, dtype=xy.dtype)
     X = triangulate(xy, cams, weights=w.to(xy.dtype))
     res = (project(X, cams)[0] - xy).norm(dim=-1)

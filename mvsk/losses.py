@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from .grid import N_VIEWS, views_to_grid
 from .cameras import angular_distance, project, triangulate
+from .maps import describe, argmax_xy, argmax_gaussian, soft_argmax_xy
 
 # %% ../nbs/05_losses.ipynb #8cc08dd1
 SCHEDULES = ("nested", "plan")   # how the integrated loss combines its terms (see *The integrated loss* below)
@@ -54,14 +55,12 @@ class LossConfig:
     def to_dict(self): return asdict(self)
 
 # %% ../nbs/05_losses.ipynb #0172ebf7
-def _shape(x): return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
 def _check_maps(maps, name="maps", views=None, full_softmax=True, atol=1e-3):
     "Raise unless `maps` is (B, 6, T, h, w) (views=True), (B, T, h, w) (views=False) or either (None), a distribution over T."
     want = {True: f"(B, {N_VIEWS}, T, h, w)", False: "(B, T, h, w)", None: f"(B, {N_VIEWS}, T, h, w) or (B, T, h, w)"}[views]
     ok = isinstance(maps, torch.Tensor) and maps.is_floating_point() and (
         (maps.ndim == 5 and maps.shape[1] == N_VIEWS and views in (True, None)) or (maps.ndim == 4 and views in (False, None)))
-    if not ok: raise ValueError(f"{name} must be {want} float token-softmax maps; got {_shape(maps)}")
+    if not ok: raise ValueError(f"{name} must be {want} float token-softmax maps; got {describe(maps)}")
     with torch.no_grad():
         s, lo = maps.sum(-3), maps.min()
         bad = (s - 1).abs().max() > atol if full_softmax else s.max() > 1 + atol
@@ -76,7 +75,7 @@ def _check_tokens(tokens, B, T):
     if tokens is None: return None
     t = torch.as_tensor(tokens)
     if t.is_floating_point() or t.ndim not in (1, 2) or (t.ndim == 2 and t.shape[0] != B):
-        raise ValueError(f"tokens must be (K,) or (B={B}, K) integer token ids; got {_shape(t)} {t.dtype}")
+        raise ValueError(f"tokens must be (K,) or (B={B}, K) integer token ids; got {describe(t)} {t.dtype}")
     if t.shape[-1] > T: raise ValueError(f"cannot select K={t.shape[-1]} tokens from T={T}")
     if t.numel() and (t.min() < 0 or t.max() >= T): raise ValueError(f"token ids must be in [0, {T}); got [{t.min()}, {t.max()}]")
     return t.expand(B, -1) if t.ndim == 1 else t
@@ -94,15 +93,6 @@ def _default_sigma(size: int, sigma_at_128: float = 2.0) -> float:
     "σ in map pixels for a map `size` pixels wide: StableKeypoints' 2 px at 128, scaled."
     return sigma_at_128 * size / 128
 
-def _argmax_gaussian(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    "(..., h, w) maps -> (..., h, w) detached peak-1 Gaussians of σ px centred on each map's argmax pixel."
-    h, w = maps.shape[-2:]
-    idx = maps.detach().flatten(-2).argmax(-1)
-    y0, x0 = (idx // w).float()[..., None, None], (idx % w).float()[..., None, None]
-    ys = torch.arange(h, device=maps.device, dtype=maps.dtype).view(h, 1)
-    xs = torch.arange(w, device=maps.device, dtype=maps.dtype).view(1, w)
-    return torch.exp(-((ys - y0) ** 2 + (xs - x0) ** 2) / (2 * sigma ** 2))
-
 def localization_loss(maps: torch.Tensor, tokens=None, sigma: float = None, reduction: str = "mean",
                       full_softmax: bool = True) -> torch.Tensor:
     "(B, 6, T, h, w) or (B, T, h, w) maps -> MSE to peak-1 Gaussians at each selected token's argmax (σ in map px); scalar, or (B, [6,] K) with reduction='none'."
@@ -110,7 +100,7 @@ def localization_loss(maps: torch.Tensor, tokens=None, sigma: float = None, redu
     if reduction not in ("mean", "none"): raise ValueError(f"reduction must be 'mean' or 'none'; got {reduction!r}")
     sel = _take_tokens(maps, tokens)
     sigma = _default_sigma(maps.shape[-1]) if sigma is None else sigma
-    per_map = ((sel - _argmax_gaussian(sel, sigma)) ** 2).mean((-2, -1))       # (B, [6,] K)
+    per_map = ((sel - argmax_gaussian(sel, sigma)) ** 2).mean((-2, -1))       # (B, [6,] K)
     return per_map.mean() if reduction == "mean" else per_map
 
 # %% ../nbs/05_losses.ipynb #0497b3bc
@@ -118,7 +108,7 @@ def _rank_scores(maps: torch.Tensor, method: str, sigma: float, eps: float = 1e-
     "(..., h, w) maps -> (...) KL(Gaussian at argmax || spatial softmax) or entropy of the spatial softmax."
     logq = torch.log_softmax(maps.flatten(-2) + eps, -1)
     if method == "entropy": return -(logq.exp() * logq).sum(-1)
-    target = _argmax_gaussian(maps, sigma).flatten(-2) + eps
+    target = argmax_gaussian(maps, sigma).flatten(-2) + eps
     target = target / target.sum(-1, keepdim=True)
     return (target * (target.log() - logq)).sum(-1)
 
@@ -135,16 +125,10 @@ def rank_candidates(maps: torch.Tensor, n_candidates: int = 25, method: str = "k
     return scores.argsort(dim=-1, stable=True)[:, :n_candidates], scores
 
 # %% ../nbs/05_losses.ipynb #bd373234
-def _argmax_xy(maps: torch.Tensor) -> torch.Tensor:
-    "(..., h, w) maps -> (..., 2) normalised (x, y) of the argmax pixel centre."
-    h, w = maps.shape[-2:]
-    idx = maps.detach().flatten(-2).argmax(-1)
-    return torch.stack([((idx % w).float() + 0.5) / w, ((idx // w).float() + 0.5) / h], -1)
-
 def furthest_point_sampling(points: torch.Tensor, k: int) -> torch.Tensor:
     "(B, N, 2) or (B, V, N, 2) normalised (x, y) -> (B, k) indices into N, farthest pair first; distances averaged over V."
     if not isinstance(points, torch.Tensor) or points.ndim not in (3, 4) or points.shape[-1] != 2:
-        raise ValueError(f"points must be (B, N, 2) or (B, V, N, 2) normalised (x, y); got {_shape(points)}")
+        raise ValueError(f"points must be (B, N, 2) or (B, V, N, 2) normalised (x, y); got {describe(points)}")
     p = points.detach().float()
     if p.ndim == 3: p = p[:, None]
     B, N = p.shape[0], p.shape[2]
@@ -197,11 +181,11 @@ class RandomAffine:
 
     def _warp(self, x, theta, mask):
         if not isinstance(x, torch.Tensor) or x.ndim < 4:
-            raise ValueError(f"x must be (..., C, H, W) with at least one leading axis; got {_shape(x)}")
+            raise ValueError(f"x must be (..., C, H, W) with at least one leading axis; got {describe(x)}")
         if self.theta is None: raise ValueError("RandomAffine holds no transform yet: call it on a batch or .sample(n) first")
         n = math.prod(x.shape[:-3])
         if n != len(self.theta):
-            raise ValueError(f"RandomAffine holds {len(self.theta)} transforms; got {n} images in {_shape(x)}")
+            raise ValueError(f"RandomAffine holds {len(self.theta)} transforms; got {n} images in {describe(x)}")
         flat = x.reshape(n, *x.shape[-3:])
         grid = F.affine_grid(theta[:, :2].to(x.device, x.dtype), list(flat.shape), align_corners=False)
         out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).reshape(x.shape)
@@ -213,7 +197,7 @@ class RandomAffine:
     def __call__(self, x: torch.Tensor, mask: bool = False):
         "Draw one transform per leading index of (..., C, H, W) `x` and apply it (zero fill); `mask` adds the coverage."
         if not isinstance(x, torch.Tensor) or x.ndim < 4:
-            raise ValueError(f"x must be (..., C, H, W) with at least one leading axis; got {_shape(x)}")
+            raise ValueError(f"x must be (..., C, H, W) with at least one leading axis; got {describe(x)}")
         return self.sample(math.prod(x.shape[:-3])).apply(x, mask)
 
     def apply(self, x: torch.Tensor, mask: bool = False):
@@ -226,7 +210,7 @@ class RandomAffine:
 
     def _move(self, xy, m):
         if not isinstance(xy, torch.Tensor) or xy.ndim < 3 or xy.shape[-1] != 2 or math.prod(xy.shape[:-2]) != len(self):
-            raise ValueError(f"xy must be (..., K, 2) normalised (x, y) with {len(self)} leading entries; got {_shape(xy)}")
+            raise ValueError(f"xy must be (..., K, 2) normalised (x, y) with {len(self)} leading entries; got {describe(xy)}")
         u = 2 * xy.reshape(len(self), -1, 2).double() - 1
         u = u @ m[:, :2, :2].transpose(1, 2) + m[:, None, :2, 2]
         return ((u + 1) / 2).to(xy.dtype).reshape(xy.shape)
@@ -245,7 +229,7 @@ def equivariance_loss(maps: torch.Tensor, maps_aug: torch.Tensor, affine: Random
     "MSE between (B, [6,] T, h, w) maps and the maps of the `affine`-augmented images warped back (zero fill)."
     _check_maps(maps, full_softmax=full_softmax)
     _check_maps(maps_aug, "maps_aug", full_softmax=full_softmax)
-    if maps_aug.shape != maps.shape: raise ValueError(f"maps_aug must have the shape of maps {_shape(maps)}; got {_shape(maps_aug)}")
+    if maps_aug.shape != maps.shape: raise ValueError(f"maps_aug must have the shape of maps {describe(maps)}; got {describe(maps_aug)}")
     orig = _take_tokens(maps, tokens)
     back, cov = affine.inverse(_take_tokens(maps_aug, tokens), mask=True)
     if not mask: return F.mse_loss(back, orig)
@@ -255,23 +239,6 @@ def equivariance_loss(maps: torch.Tensor, maps_aug: torch.Tensor, affine: Random
     return ((back - orig) ** 2 * valid).sum() / n
 
 # %% ../nbs/05_losses.ipynb #2b57ec60
-def _soft_argmax_xy(maps: torch.Tensor, radius: float):
-    "(..., h, w) maps -> (xy (..., 2) normalised centroid in a (2ρ+1)² window at the argmax, peak value (...))."
-    h, w = maps.shape[-2:]
-    flat = maps.flatten(-2)
-    idx = flat.detach().argmax(-1)
-    peak = flat.gather(-1, idx[..., None])[..., 0]
-    y0, x0 = (idx // w)[..., None, None], (idx % w)[..., None, None]
-    ys = torch.arange(h, device=maps.device).view(h, 1); xs = torch.arange(w, device=maps.device).view(1, w)
-    win = ((ys - y0).abs() <= radius) & ((xs - x0).abs() <= radius)
-    wts = maps.clamp_min(0) * win
-    tot = wts.sum((-2, -1))
-    cx = (wts * (xs + 0.5).to(maps.dtype)).sum((-2, -1)) / tot.clamp_min(1e-12) / w
-    cy = (wts * (ys + 0.5).to(maps.dtype)).sum((-2, -1)) / tot.clamp_min(1e-12) / h
-    xy = torch.stack([cx, cy], -1)
-    fallback = torch.stack([((x0[..., 0, 0] + 0.5) / w), ((y0[..., 0, 0] + 0.5) / h)], -1).to(maps.dtype)
-    return torch.where((tot > 0)[..., None], xy, fallback), peak    # an all-zero window: the argmax pixel, peak 0
-
 def _pose_weights(cameras, tau):
     "(V, V) weights exp(-angle/tau) between distinct cameras, 0 on the diagonal."
     ang = angular_distance(cameras).float()
@@ -289,7 +256,7 @@ def multiview_consistency_loss(maps: torch.Tensor, cameras, method: str = "repro
         return (wts * d).sum() / wts.sum()
     if method != "reprojection": raise ValueError(f"method must be 'pose_l2' or 'reprojection'; got {method!r}")
     radius = max(3.0, 4 * _default_sigma(maps.shape[-1])) if radius is None else radius
-    xy, peak = _soft_argmax_xy(sel, radius)                                    # (B, 6, K, 2), (B, 6, K)
+    xy, peak = soft_argmax_xy(sel, radius)                                    # (B, 6, K, 2), (B, 6, K)
     conf = peak.detach().clamp_min(1e-6)
     cams = cameras.to(device=sel.device, dtype=sel.dtype)
     X = triangulate(xy, cams, weights=conf)                                    # (B, K, 3)
@@ -301,13 +268,13 @@ def multiview_consistency_loss(maps: torch.Tensor, cameras, method: str = "repro
 def nvs_loss(v_pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
              alphas_cumprod: torch.Tensor) -> torch.Tensor:
     "MSE(v_pred, √ᾱ_t·noise − √(1−ᾱ_t)·x0) for (B, C, H, W) latents, (B,) integer timesteps, (n_train,) ᾱ."
-    if not (isinstance(x0, torch.Tensor) and x0.ndim >= 2 and _shape(v_pred) == _shape(x0) == _shape(noise)):
-        raise ValueError(f"v_pred, x0, noise must share one (B, ...) shape; got {_shape(v_pred)}, {_shape(x0)}, {_shape(noise)}")
+    if not (isinstance(x0, torch.Tensor) and x0.ndim >= 2 and describe(v_pred) == describe(x0) == describe(noise)):
+        raise ValueError(f"v_pred, x0, noise must share one (B, ...) shape; got {describe(v_pred)}, {describe(x0)}, {describe(noise)}")
     if not isinstance(alphas_cumprod, torch.Tensor) or alphas_cumprod.ndim != 1:
-        raise ValueError(f"alphas_cumprod must be (n_train_steps,); got {_shape(alphas_cumprod)}")
+        raise ValueError(f"alphas_cumprod must be (n_train_steps,); got {describe(alphas_cumprod)}")
     t = torch.as_tensor(timesteps)
     if t.is_floating_point() or t.shape != (x0.shape[0],) or t.min() < 0 or t.max() >= len(alphas_cumprod):
-        raise ValueError(f"timesteps must be ({x0.shape[0]},) integers in [0, {len(alphas_cumprod)}); got {_shape(t)} {t.dtype}")
+        raise ValueError(f"timesteps must be ({x0.shape[0]},) integers in [0, {len(alphas_cumprod)}); got {describe(t)} {t.dtype}")
     ab = alphas_cumprod.to(x0.device, torch.float32)[t.to(x0.device)].view(-1, *[1] * (x0.ndim - 1))
     v = ab.sqrt() * noise.float() - (1 - ab).sqrt() * x0.float()
     return F.mse_loss(v_pred.float(), v)
@@ -332,7 +299,7 @@ def integrated_loss(maps: torch.Tensor, maps_aug: torch.Tensor, affine: RandomAf
     w = loss_weights(epoch, cfg)
     if tokens is None:
         cand, _ = rank_candidates(maps_aug, cfg.n_candidates, cfg.ranking, full_softmax=cfg.full_softmax)
-        pts = _argmax_xy(_take_tokens(maps_aug, cand))                               # (B, 6, n, 2)
+        pts = argmax_xy(_take_tokens(maps_aug, cand))                               # (B, 6, n, 2)
         tokens = cand.gather(1, furthest_point_sampling(pts, cfg.n_keypoints))
     tokens = _check_tokens(tokens, maps.shape[0], maps.shape[2])
     sigma = _default_sigma(maps.shape[-1], cfg.sigma_at_128)

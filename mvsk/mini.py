@@ -131,15 +131,15 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniConfig = None, progress: bool 
 # %% ../nbs/15_mini.ipynb #9735b8c7
 @torch.no_grad()
 def encode_split(comp, split: dict, seed: int = 0, chunk: int = 32, progress: bool = True) -> dict:
-    "A loaded split -> {'x0' (N, 4, 3h, 2h) target latents, 'cond_lat' (N, 4, h, h), 'ehs' (N, 77, D), 'negative_lat', 'empty'}."
+    "A loaded split -> {'x0' (N, 4, 3h, 2h) target latents, 'cond_lat' (N, 4, h, h), 'encoder_hidden_states' (N, 77, D), 'negative_lat', 'empty'}."
     g = torch.Generator().manual_seed(seed)
-    x0, cond, ehs = [], [], []
+    x0, cond, encoder_hidden_states = [], [], []
     for i in tqdm(range(0, len(split["cond"]), chunk), desc="encode", disable=not progress, leave=False):
         v, c = split["views"][i:i + chunk], split["cond"][i:i + chunk]
         x0.append(encode_target_images(comp, v, sample=False, parts=("grid",))["grid"])
         enc = encode_condition_image(comp, c, generator=g)
-        cond.append(enc["cond_lat"]); ehs.append(global_embeddings(comp, c))
-    return dict(x0=torch.cat(x0), cond_lat=torch.cat(cond), ehs=torch.cat(ehs), negative_lat=enc["negative_lat"][:1],
+        cond.append(enc["cond_lat"]); encoder_hidden_states.append(global_embeddings(comp, c))
+    return dict(x0=torch.cat(x0), cond_lat=torch.cat(cond), encoder_hidden_states=torch.cat(encoder_hidden_states), negative_lat=enc["negative_lat"][:1],
                 empty=empty_prompt_embeddings(comp, 1))
 
 # %% ../nbs/15_mini.ipynb #3e785535
@@ -151,7 +151,7 @@ def mini_step(net: RefOnlyNoisedUNet, data: dict, idx: torch.Tensor, cond_dropou
     t = torch.randint(0, n_train, (len(idx),), generator=g)
     drop = torch.rand(len(idx), generator=g) < cond_dropout
     c = torch.where(drop.view(-1, 1, 1, 1), data["negative_lat"], data["cond_lat"][idx])
-    e = torch.where(drop.view(-1, 1, 1), data["empty"], data["ehs"][idx])
+    e = torch.where(drop.view(-1, 1, 1), data["empty"], data["encoder_hidden_states"][idx])
     x_t = net.train_sched.add_noise(x0, noise, t)
     v = net(x_t, t, e, cross_attention_kwargs=dict(cond_lat=c, generator=g)).sample
     return dict(loss=nvs_loss(v, x0, noise, t, net.train_sched.alphas_cumprod), t=t)
@@ -336,7 +336,9 @@ def regenerate_mini(out, cfg: MiniConfig = None, resume: bool = True, init: str 
     train, test = load_split(folders["train"]), load_split(folders["test"])
     comp = _init_components(out, cfg, train, init, progress)
     cache = out / "encoded.pt"
-    if cache.is_file(): data = torch.load(cache, weights_only=True)
+    if cache.is_file():
+        data = torch.load(cache, weights_only=True)
+        if "encoder_hidden_states" not in data: raise ValueError(f"{cache} was encoded by an older mvsk; delete it to encode again")
     else: data = encode_split(comp, train, cfg.seed, progress=progress); torch.save(data, cache)
     t0 = time.time()
     res = train_unet(comp, data, out / "unet", cfg, test=test, resume=resume, progress=progress)

@@ -182,7 +182,7 @@ def _sample(model, rgb, cfg, strategy, guided, emb, sel, gates, generator, progr
     comp, device = model.components, model.device
     seed, g, g_sk = _generators(generator, device)
     B = rgb.shape[0]
-    enc, cond, ehs, cond_lat = _conditioning(model, rgb, cfg, g)
+    enc, cond, encoder_hidden_states, cond_lat = _conditioning(model, rgb, cfg, g)
     sched = model.val_sched
     sched.set_timesteps(cfg.num_inference_steps, device=device)
     h = comp.view_size // 2 ** (len(comp.vae.config.block_out_channels) - 1)
@@ -199,7 +199,7 @@ def _sample(model, rgb, cfg, strategy, guided, emb, sel, gates, generator, progr
             sk_steps.append(i)
         inp = torch.cat([latents] * 2) if cfg.guidance_scale > 1 else latents
         inp = sched.scale_model_input(inp, t)
-        v = model(inp, t, ehs, cross_attention_kwargs=dict(cond_lat=cond_lat, fusion=fusion, generator=g)).sample
+        v = model(inp, t, encoder_hidden_states, cross_attention_kwargs=dict(cond_lat=cond_lat, fusion=fusion, generator=g)).sample
         if cfg.guidance_scale > 1:
             v_uncond, v_cond = v.chunk(2)
             v = v_uncond + cfg.guidance_scale * (v_cond - v_uncond)

@@ -109,7 +109,8 @@ def map_rows(run, data, model: str) -> list:
     import torch.nn.functional as F
     from mvsk.attention import SKSettings
     from mvsk.data import load_views
-    from mvsk.eval import peakiness, spatial_entropy, read_view_masks
+    from mvsk.eval import read_view_masks
+    from mvsk.maps import peakiness, spatial_entropy
     from mvsk.models import encode_condition_image, global_embeddings
     from mvsk.train import DiscoveryConfig
     from mvsk.unet import RefOnlyNoisedUNet, KeypointTokens

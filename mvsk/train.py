@@ -7,7 +7,7 @@ __all__ = ['OBJECTIVES', 'CHECKPOINT', 'CHECKPOINT_FORMAT', 'DISCOVERY_MAY_CHANG
            'CSV_FIELDS', 'LOSS_FIELDS', 'FUSION_TOKENS', 'MIXED_PRECISION', 'TRAIN_CHECKPOINT_FORMAT', 'TRAIN_FIELDS',
            'RUN_KINDS', 'DiscoveryConfig', 'demo_config', 'discovery_datasets', 'DiscoveryUnits', 'as_units',
            'batch_units', 'view_maps_fn', 'atomic_write_text', 'save_checkpoint', 'load_checkpoint',
-           'consistency_weight', 'train_epoch', 'train_step', 'object_keypoints', 'write_keypoint_files',
+           'consistency_weight_at', 'train_epoch', 'discovery_step', 'object_keypoints', 'write_keypoint_files',
            'write_pictures', 'discover', 'object_maps', 'TrainConfig', 'integrated_step', 'train', 'same_model',
            'read_run', 'load_run']
 
@@ -61,7 +61,7 @@ class DiscoveryConfig(_Settings):
     context: str = "replace"            # StableKeypoints: the tokens replace the text context ("append": ours)
     reference: bool = True              # ours: the views read the condition's reference tokens, as in Zero123++
     objective: str = "sk"               # ours: "sk" = 100 L_loc + 1000 L_eq + w_cons L_cons; "integrated" = plan's block
-    consistency_weight: float = 150.0   # ours: the plan's consistency : localisation = 0.3 : 0.2 on SK's weight 100
+    sk_consistency_weight: float = 150.0   # ours: the plan's consistency : localisation = 0.3 : 0.2 on SK's weight 100
     consistency_ramp_steps: int = 100   # ours: early maps are not worth triangulating (the plan ramps it too)
     n_select: int = 100                 # StableKeypoints: selection counted over 100 images (here objects x frames)
     n_augment: int = 10                 # StableKeypoints: 10 test-time augmentations at extraction
@@ -82,9 +82,9 @@ class DiscoveryConfig(_Settings):
         if self.context not in ("replace", "append"): raise ValueError(f"context must be 'replace' or 'append'; got {self.context!r}")
         if self.context == "append" and self.loss.full_softmax:
             raise ValueError("context='append' maps are a slice of a wider softmax: use loss=LossConfig(full_softmax=False)")
-        if self.lr <= 0 or self.consistency_weight < 0 or self.consistency_ramp_steps < 0 or self.timestep < 0:
-            raise ValueError(f"lr must be > 0 and consistency_weight, consistency_ramp_steps, timestep >= 0; got "
-                             f"{self.lr}, {self.consistency_weight}, {self.consistency_ramp_steps}, {self.timestep}")
+        if self.lr <= 0 or self.sk_consistency_weight < 0 or self.consistency_ramp_steps < 0 or self.timestep < 0:
+            raise ValueError(f"lr must be > 0 and sk_consistency_weight, consistency_ramp_steps, timestep >= 0; got "
+                             f"{self.lr}, {self.sk_consistency_weight}, {self.consistency_ramp_steps}, {self.timestep}")
         if not 0 <= self.visible_threshold <= 1: raise ValueError(f"visible_threshold must be in [0, 1]; got {self.visible_threshold}")
         _check_counts(self.n_tokens, self.n_keypoints, self.loss)
 
@@ -253,10 +253,10 @@ def _resume_state(out_dir, cfg, may_change: tuple, fmt: str = CHECKPOINT_FORMAT,
     return state
 
 # %% ../nbs/11_train.ipynb #90a7eeff
-def consistency_weight(cfg: DiscoveryConfig, step: int) -> float:
-    "w_cons at optimiser step `step` (0-based): consistency_weight, ramped linearly over consistency_ramp_steps."
+def consistency_weight_at(cfg: DiscoveryConfig, step: int) -> float:
+    "w_cons at optimiser step `step` (0-based): sk_consistency_weight, ramped linearly over consistency_ramp_steps."
     ramp = 1.0 if cfg.consistency_ramp_steps == 0 else min(1.0, step / cfg.consistency_ramp_steps)
-    return cfg.consistency_weight * ramp
+    return cfg.sk_consistency_weight * ramp
 
 def _same_rig(cams: list) -> Cameras:
     P0 = cams[0].P
@@ -271,20 +271,20 @@ def train_epoch(cfg, step: int, n_units: int) -> float:
     if n_units < 1 or step < 0: raise ValueError(f"need n_units >= 1 and step >= 0; got {n_units}, {step}")
     return step * cfg.batch_size / n_units
 
-def train_step(model, units: DiscoveryUnits, cond: list, idx: list, step: int, cfg: DiscoveryConfig, optimizer) -> dict:
+def discovery_step(model, units: DiscoveryUnits, cond: list, idx: list, step: int, cfg: DiscoveryConfig, optimizer) -> dict:
     "One Adam step on the tokens over the objects `idx`, by accumulation -> the step's record (batch means)."
     dev = model.device
     optimizer.zero_grad(set_to_none=True)
     rec = dict(epoch=train_epoch(cfg, step, len(units)), loss=0.0, sk_total=0.0, localization=0.0, equivariance=0.0, consistency=0.0)
-    w = consistency_weight(cfg, step)
+    w = consistency_weight_at(cfg, step)
     for start in range(0, len(idx), cfg.micro_batch):
         part = idx[start:start + cfg.micro_batch]
         us = [units[i] for i in part]
         views = torch.stack([u["views"] for u in us]).to(dev)
         cams = _same_rig([u["cameras"] for u in us])
         cond_lat = torch.cat([cond[i]["cond_lat"] for i in part]).to(dev)
-        ehs = torch.cat([cond[i]["ehs"] for i in part]).to(dev)
-        out = model.sk_step(views, cams, cond_lat, ehs, epoch=rec["epoch"], loss_cfg=cfg.loss, **_sk_kwargs(cfg))
+        encoder_hidden_states = torch.cat([cond[i]["encoder_hidden_states"] for i in part]).to(dev)
+        out = model.sk_step(views, cams, cond_lat, encoder_hidden_states, epoch=rec["epoch"], loss_cfg=cfg.loss, **_sk_kwargs(cfg))
         sk, terms = out["sk_losses"], out["sk_loss"]
         loss = terms["sk_total"] + w * sk["view_consistency"] if cfg.objective == "sk" else terms["total"]
         vals = dict(loss=loss, sk_total=terms["sk_total"], localization=torch.stack(sk["individual_localization"]).mean(),
@@ -295,7 +295,7 @@ def train_step(model, units: DiscoveryUnits, cond: list, idx: list, step: int, c
         (loss * (len(part) / len(idx))).backward()
         for k, v in vals.items(): rec[k] += v * len(part) / len(idx)
     grad = model.tokens.embeddings.grad
-    rec.update(consistency_weight=w, grad_norm=float(grad.norm()) if grad is not None else 0.0)
+    rec.update(w_consistency=w, grad_norm=float(grad.norm()) if grad is not None else 0.0)
     optimizer.step()
     return rec
 
@@ -309,7 +309,7 @@ def object_keypoints(model, unit: dict, cond: dict, tokens, cfg: DiscoveryConfig
     "One (object, frame) -> {xy (7, K, 2) normalised, confidence, visibility (7, K), visible (7, K) bool, points (K, 3) (NaN: not triangulated), residual (7, K), mean_residual (K,), cameras (7)}; views in VIEW_LABELS order."
     dev = model.device
     images = torch.cat([unit["cond"][None], unit["views"]]).to(dev)
-    fn = view_maps_fn(model, cond["cond_lat"].to(dev), cond["ehs"].to(dev), cfg)
+    fn = view_maps_fn(model, cond["cond_lat"].to(dev), cond["encoder_hidden_states"].to(dev), cfg)
     l = cfg.loss
     ext = extract_keypoints(images, fn, tokens, n_augment=cfg.n_augment, affine=RandomAffine(l.degrees, l.scale, l.translate),
                             full_softmax=l.full_softmax)
@@ -402,7 +402,7 @@ def _logger(out_dir: Path, job: str = "discover") -> logging.Logger:
     h.setFormatter(logging.Formatter("%(asctime)s %(message)s")); log.addHandler(h)
     return log
 
-LOSS_FIELDS = ("step", "epoch", "loss", "sk_total", "localization", "equivariance", "consistency", "consistency_weight", "grad_norm", "seconds")
+LOSS_FIELDS = ("step", "epoch", "loss", "sk_total", "localization", "equivariance", "consistency", "w_consistency", "grad_norm", "seconds")
 
 def _write_history(out_dir: Path, history: list, fieldnames=LOSS_FIELDS):
     def w_csv(p):
@@ -440,7 +440,7 @@ def _encode_conditions(model, units: DiscoveryUnits, seed: int, progress: bool) 
     comp, out = model.components, []
     for i in tqdm(range(len(units)), desc="encode conditions", disable=not progress, leave=False):
         c = units[i]["cond"]
-        out.append(dict(cond_lat=encode_condition_image(comp, c, generator=g)["cond_lat"], ehs=global_embeddings(comp, c)))
+        out.append(dict(cond_lat=encode_condition_image(comp, c, generator=g)["cond_lat"], encoder_hidden_states=global_embeddings(comp, c)))
     return out
 
 def _rng_state(dev) -> dict:
@@ -499,7 +499,7 @@ def discover(model, dataset, out_dir, cfg: DiscoveryConfig = None, resume: bool 
             bar = tqdm(total=cfg.steps, initial=start, desc="discover", disable=not progress)
             for step in range(start, cfg.steps):
                 ts = time.time()
-                rec = train_step(model, units, cond, batch_units(len(units), cfg.batch_size, cfg.seed, step), step, cfg, opt)
+                rec = discovery_step(model, units, cond, batch_units(len(units), cfg.batch_size, cfg.seed, step), step, cfg, opt)
                 rec = {"step": step + 1, **rec, "seconds": round(time.time() - ts, 4)}
                 history.append(rec); _append_history(out_dir, rec)
                 log.info("step " + " ".join(f"{k}={v:.6g}" for k, v in rec.items()))
@@ -540,7 +540,7 @@ def _select_and_extract(model, units, cond, cfg, out_dir, log, progress, keep=No
         torch.manual_seed(cfg.seed + 1)
         def maps():
             for i in tqdm(range(min(cfg.n_select, len(units))), desc="select", disable=not progress, leave=False):
-                m = model.forward_sk(units[i]["views"][None].to(dev), cond[i]["cond_lat"].to(dev), cond[i]["ehs"].to(dev),
+                m = model.forward_sk(units[i]["views"][None].to(dev), cond[i]["cond_lat"].to(dev), cond[i]["encoder_hidden_states"].to(dev),
                                      **_sk_kwargs(cfg))["sk_maps_mean"]["individual_views"].float()
                 if i == 0: first["maps"] = m[0].cpu()
                 yield m
@@ -572,7 +572,7 @@ def object_maps(model, dataset, cfg: DiscoveryConfig = None) -> dict:
         torch.manual_seed(cfg.seed + 1)
         for i in range(len(units)):
             u = units[i]
-            m = model.forward_sk(u["views"][None].to(dev), cond[i]["cond_lat"].to(dev), cond[i]["ehs"].to(dev),
+            m = model.forward_sk(u["views"][None].to(dev), cond[i]["cond_lat"].to(dev), cond[i]["encoder_hidden_states"].to(dev),
                                  **_sk_kwargs(cfg))["sk_maps_mean"]["individual_views"][0].float().cpu()
             d = out.setdefault(u["object"], {"images": [], "maps": []})
             d["images"].append(u["views"]); d["maps"].append(m)
@@ -649,14 +649,14 @@ TRAIN_FIELDS = ("step", "epoch", "loss", "nvs", "keypoint", "localization", "equ
                 "w_nvs", "w_keypoint", "w_consistency", "dropped", "timestep", "grad_norm", "seconds")
 
 def _train_conditions(model, units: DiscoveryUnits, seed: int, progress: bool) -> dict:
-    "Per unit: cond_lat (1, 4, h, w), ehs (1, 77, D); once: the gray negative_lat (1, 4, h, w) and the empty prompt (1, 77, D)."
+    "Per unit: cond_lat (1, 4, h, w), encoder_hidden_states (1, 77, D); once: the gray negative_lat (1, 4, h, w) and the empty prompt (1, 77, D)."
     g = torch.Generator().manual_seed(seed)
     comp, per_unit, neg = model.components, [], None
     for i in tqdm(range(len(units)), desc="encode conditions", disable=not progress, leave=False):
         c = units[i]["cond"]
         enc = encode_condition_image(comp, c, generator=g)
         if neg is None: neg = enc["negative_lat"]
-        per_unit.append(dict(cond_lat=enc["cond_lat"], ehs=global_embeddings(comp, c)))
+        per_unit.append(dict(cond_lat=enc["cond_lat"], encoder_hidden_states=global_embeddings(comp, c)))
     return dict(units=per_unit, negative_lat=neg, empty=empty_prompt_embeddings(comp, 1))
 
 def _selection_config(cfg: TrainConfig, n_tokens: int) -> DiscoveryConfig:
@@ -675,13 +675,13 @@ def _check_train_settings(model, cfg: TrainConfig):
     if cfg.train_unet and model.dtype != torch.float32:
         raise ValueError(f"train_unet needs a float32 UNet (mixed precision comes from mixed_precision=...); got {model.dtype}")
 
-def _nvs_pass(model, views, cond_lat, ehs, fusion, n_train: int) -> tuple:
+def _nvs_pass(model, views, cond_lat, encoder_hidden_states, fusion, n_train: int) -> tuple:
     "Main pass on the 3x2 target grid at t ~ U[0, n_train) -> (NVS v-loss, timesteps (b,))."
     x0 = encode_target_images(model.components, views, parts=("grid",))["grid"].float()   # packed 3x2, Zero123++ scaled
     noise = torch.randn_like(x0)
     t = torch.randint(0, n_train, (x0.shape[0],), device=x0.device)
     x_t = model.train_sched.add_noise(x0, noise, t)
-    v_pred = model(x_t.to(model.dtype), t, ehs.to(model.dtype), cross_attention_kwargs=dict(cond_lat=cond_lat.to(model.dtype),
+    v_pred = model(x_t.to(model.dtype), t, encoder_hidden_states.to(model.dtype), cross_attention_kwargs=dict(cond_lat=cond_lat.to(model.dtype),
                                                                                               fusion=fusion)).sample
     return nvs_loss(v_pred, x0, noise, t, model.train_sched.alphas_cumprod), t
 
@@ -698,10 +698,10 @@ def integrated_step(model, units: DiscoveryUnits, cond: dict, idx: list, step: i
         views = torch.stack([u["views"] for u in us]).to(dev)
         cams = _same_rig([u["cameras"] for u in us])
         cond_lat = torch.cat([cond["units"][i]["cond_lat"] for i in part]).to(dev)
-        ehs = torch.cat([cond["units"][i]["ehs"] for i in part]).to(dev)
+        encoder_hidden_states = torch.cat([cond["units"][i]["encoder_hidden_states"] for i in part]).to(dev)
         b = len(part)
         with torch.autocast(dev.type, enabled=False):                   # the keypoint pass and its maps stay float32
-            ref = model.sk_step(views, cams, cond_lat, ehs, epoch=epoch, loss_cfg=cfg.loss, timestep=cfg.sk_timestep,
+            ref = model.sk_step(views, cams, cond_lat, encoder_hidden_states, epoch=epoch, loss_cfg=cfg.loss, timestep=cfg.sk_timestep,
                                 map_res=cfg.map_res, context=cfg.context, reference=cfg.reference,
                                 map_checkpoint=cfg.map_checkpoint)
         sk, terms = ref["sk_losses"], ref["sk_loss"]
@@ -711,7 +711,7 @@ def integrated_step(model, units: DiscoveryUnits, cond: dict, idx: list, step: i
         fusion = KeypointFusion(cfg.strategy, model.tokens.embeddings[sel], maps[:, :, sel], strength=cfg.strength, gates=gates)
         drop = torch.rand(b) < cfg.cond_dropout                        # Zero123++: condition dropout, gray negative
         c_lat = torch.where(drop.view(-1, 1, 1, 1).to(dev), cond["negative_lat"].to(dev).expand_as(cond_lat), cond_lat)
-        c_ehs = torch.where(drop.view(-1, 1, 1).to(dev), cond["empty"].to(dev).expand_as(ehs), ehs)
+        dropped_states = torch.where(drop.view(-1, 1, 1).to(dev), cond["empty"].to(dev).expand_as(encoder_hidden_states), encoder_hidden_states)
         nvs, ts = 0.0, []
         for kept, rows in ((True, ~drop), (False, drop)):              # dropped rows: plain Zero123++, as CFG's uncond rows
             if not rows.any(): continue
@@ -719,7 +719,7 @@ def integrated_step(model, units: DiscoveryUnits, cond: dict, idx: list, step: i
             f = fusion if kept else None
             if kept and len(r) != b: f = KeypointFusion(cfg.strategy, fusion.tokens, maps[r][:, :, sel], strength=cfg.strength, gates=gates)
             with accelerator.autocast():
-                l_nvs, t = _nvs_pass(model, views[r], c_lat[r], c_ehs[r], f, model.train_sched.config.num_train_timesteps)
+                l_nvs, t = _nvs_pass(model, views[r], c_lat[r], dropped_states[r], f, model.train_sched.config.num_train_timesteps)
             nvs, ts = nvs + l_nvs * (len(r) / b), ts + t.tolist()
         loss = w["nvs"] * nvs + terms["total"]                        # total = w_nvs·nvs + w_kp(epoch)·keypoint block
         vals = dict(loss=loss, nvs=nvs, keypoint=terms["keypoint"], localization=sk["total_localization"],

@@ -8,7 +8,7 @@ __all__ = ['keypoint_colors', 'view_axes', 'plot_view_maps', 'plot_token_grids',
            'widgets_available', 'explore']
 
 # %% ../nbs/13_viz.ipynb #14a50ad1
-import csv, importlib.util, json, sys
+import csv, importlib.util, json, math, sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from matplotlib import patheffects
 from PIL import Image, ImageDraw, ImageFont
 
 from .grid import N_VIEWS, GRID_ROWS, GRID_COLS, views_to_grid
+from .maps import describe, peakiness, spatial_entropy
 
 # %% ../nbs/13_viz.ipynb #f5028d6f
 def keypoint_colors(n: int) -> np.ndarray:
@@ -33,12 +34,10 @@ def keypoint_colors(n: int) -> np.ndarray:
 def _rgb255(c) -> tuple: return tuple(int(round(255 * float(v))) for v in c[:3])
 
 # %% ../nbs/13_viz.ipynb #46869004
-def _shape(x): return tuple(x.shape) if isinstance(x, (torch.Tensor, np.ndarray)) else type(x).__name__
-
 def _views(images, name="images") -> np.ndarray:
     "(V, 3, H, W) float tensor in [0, 1] -> (V, H, W, 3) float numpy."
     if not (isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] == 3 and images.is_floating_point()):
-        raise ValueError(f"{name} must be (V, 3, H, W) float tensors in [0, 1]; got {_shape(images)}")
+        raise ValueError(f"{name} must be (V, 3, H, W) float tensors in [0, 1]; got {describe(images)}")
     if images.numel() and (images.min() < 0 or images.max() > 1):
         raise ValueError(f"{name} must be in [0, 1]; got values in [{images.min():.3g}, {images.max():.3g}]")
     return images.detach().float().cpu().permute(0, 2, 3, 1).numpy()
@@ -46,9 +45,9 @@ def _views(images, name="images") -> np.ndarray:
 def _keypoints(xy, visible, V, name="xy"):
     "(V, K, 2) normalised (x, y) [+ (V, K) visibility] -> numpy xy, bool visible."
     if not (isinstance(xy, torch.Tensor) and xy.ndim == 3 and xy.shape[0] == V and xy.shape[-1] == 2):
-        raise ValueError(f"{name} must be (V={V}, K, 2) normalised (x, y); got {_shape(xy)}")
+        raise ValueError(f"{name} must be (V={V}, K, 2) normalised (x, y); got {describe(xy)}")
     vis = torch.ones(xy.shape[:2], dtype=torch.bool) if visible is None else torch.as_tensor(visible)
-    if vis.shape != xy.shape[:2]: raise ValueError(f"visible must be (V, K) = {tuple(xy.shape[:2])}; got {_shape(vis)}")
+    if vis.shape != xy.shape[:2]: raise ValueError(f"visible must be (V, K) = {tuple(xy.shape[:2])}; got {describe(vis)}")
     return xy.detach().float().cpu().numpy(), (vis.cpu() >= 0.5).numpy() if vis.is_floating_point() else vis.cpu().bool().numpy()
 
 # %% ../nbs/13_viz.ipynb #491bed5e
@@ -86,7 +85,7 @@ def plot_view_maps(images: torch.Tensor, maps: torch.Tensor, titles=None, cmap: 
     "(V, 3, H, W) images in [0, 1] + (V, h, w) one token's maps -> figure of overlays (6 views: the 3x2 grid), one colour scale."
     ims = _views(images)
     if not (isinstance(maps, torch.Tensor) and maps.ndim == 3 and maps.shape[0] == len(ims)):
-        raise ValueError(f"maps must be (V={len(ims)}, h, w), one token's maps per view; got {_shape(maps)}")
+        raise ValueError(f"maps must be (V={len(ims)}, h, w), one token's maps per view; got {describe(maps)}")
     up = _upsample(maps, ims.shape[1:3])
     vmax = float(up.max()) if up.max() > 0 else 1.0
     fig, axs = view_axes(len(ims), panel, titles or [f"view {v}" for v in range(len(ims))])
@@ -100,7 +99,7 @@ def plot_token_grids(maps: torch.Tensor, tokens, images: torch.Tensor = None, nc
                      alpha: float = 0.65, panel: float = 1.6, title: str = None):
     "(6, T, h, w) maps + token ids [+ (6, 3, H, W) views in [0, 1]] -> figure: per token its 3x2 grid (3h, 2w) of maps."
     if not (isinstance(maps, torch.Tensor) and maps.ndim == 4 and maps.shape[0] == N_VIEWS):
-        raise ValueError(f"maps must be ({N_VIEWS}, T, h, w); got {_shape(maps)}")
+        raise ValueError(f"maps must be ({N_VIEWS}, T, h, w); got {describe(maps)}")
     tokens = [int(t) for t in torch.as_tensor(tokens).flatten()]
     T, h, w = maps.shape[1:]
     if not tokens or min(tokens) < 0 or max(tokens) >= T: raise ValueError(f"tokens must be ids in [0, {T}); got {tokens}")
@@ -108,7 +107,7 @@ def plot_token_grids(maps: torch.Tensor, tokens, images: torch.Tensor = None, nc
     bg = None
     if images is not None:
         ims = _views(images)
-        if len(ims) != N_VIEWS: raise ValueError(f"images must be ({N_VIEWS}, 3, H, W); got {_shape(images)}")
+        if len(ims) != N_VIEWS: raise ValueError(f"images must be ({N_VIEWS}, 3, H, W); got {describe(images)}")
         bg = views_to_grid(torch.from_numpy(ims).permute(0, 3, 1, 2))
         bg = F.interpolate(bg[None], size=(GRID_ROWS * h, GRID_COLS * w), mode="area")[0].permute(1, 2, 0).numpy()
     ncols = min(ncols, len(tokens)); nrows = -(-len(tokens) // ncols)
@@ -207,7 +206,7 @@ def keypoint_gif(images: torch.Tensor, xy: torch.Tensor, path, visible=None, lab
     _views(images)
     N = images.shape[0]
     if not (isinstance(xy, torch.Tensor) and xy.ndim == 3 and xy.shape[0] == N):
-        raise ValueError(f"xy must be (N={N}, K, 2) normalised (x, y); got {_shape(xy)}")
+        raise ValueError(f"xy must be (N={N}, K, 2) normalised (x, y); got {describe(xy)}")
     labels = [f"view {i}" for i in range(N)] if labels is None else list(labels)
     if len(labels) != N: raise ValueError(f"labels must have N={N} entries; got {len(labels)}")
     vis = [None] * N if visible is None else list(torch.as_tensor(visible))
@@ -259,23 +258,23 @@ def _explorer_entry(data: dict, obj) -> tuple:
     if isinstance(ims, torch.Tensor) and ims.ndim == 4: ims = ims[None]
     if isinstance(mps, torch.Tensor) and mps.ndim == 4: mps = mps[None]
     if not (isinstance(ims, torch.Tensor) and ims.ndim == 5 and ims.shape[1] == N_VIEWS and ims.shape[2] == 3):
-        raise ValueError(f"data[{obj!r}]['images'] must be (F, {N_VIEWS}, 3, H, W); got {_shape(d['images'])}")
+        raise ValueError(f"data[{obj!r}]['images'] must be (F, {N_VIEWS}, 3, H, W); got {describe(d['images'])}")
     if not (isinstance(mps, torch.Tensor) and mps.ndim == 5 and mps.shape[:2] == ims.shape[:2]):
-        raise ValueError(f"data[{obj!r}]['maps'] must be (F={ims.shape[0]}, {N_VIEWS}, T, h, w); got {_shape(d['maps'])}")
+        raise ValueError(f"data[{obj!r}]['maps'] must be (F={ims.shape[0]}, {N_VIEWS}, T, h, w); got {describe(d['maps'])}")
     return ims, mps
 
 def explorer_figure(data: dict, obj, frame: int = 0, view: int = 0, token: int = 0, cmap: str = "magma"):
     "One explorer state -> figure: the token's map over the view, its 3x2 grid, peak share and spatial entropy in the title."
-    from mvsk.unet import map_peakiness
     ims, mps = _explorer_entry(data, obj)
     F_, _, T = mps.shape[:3]
     if not 0 <= frame < F_: raise ValueError(f"frame must be in [0, {F_}) for {obj!r}; got {frame}")
     if not 0 <= view < N_VIEWS: raise ValueError(f"view must be in [0, {N_VIEWS}); got {view}")
     if not 0 <= token < T: raise ValueError(f"token must be in [0, {T}); got {token}")
     m = mps[frame, :, token].detach().float().cpu()                     # (6, h, w)
-    stats = map_peakiness(m[:, None])                                   # per view: (6, 1)
-    peak, ent, flat = float(stats["peak"][view, 0]), float(stats["entropy"][view, 0]), float(stats["flat_entropy"])
     h, w = m.shape[-2:]
+    flat = math.log(h * w)
+    peak = float(peakiness(m[view:view + 1])[0]) / (h * w)              # the largest share of the mass at one pixel
+    ent = float(spatial_entropy(m[view:view + 1].double())[0]) * flat    # in nats
     fig, axs = plt.subplots(1, 2, figsize=(7.5, 4), gridspec_kw=dict(width_ratios=[1.5, 1]))
     im = _views(ims[frame])
     axs[0].imshow(im[view]); axs[0].imshow(_upsample(m[view:view + 1], im.shape[1:3])[0], cmap=cmap, alpha=0.6, vmin=0)
@@ -306,11 +305,10 @@ def explore(data: dict, tokens=None, widgets: bool = None):
     if use and importlib.util.find_spec("ipywidgets") is None:
         raise ValueError("widgets=True needs ipywidgets (pip install ipywidgets)")
     if not use:
-        from mvsk.unet import map_peakiness
         cand = None if tokens is None else torch.as_tensor(tokens).flatten().long()
         best = {}
         for o, (_, m) in entries.items():
-            peak = map_peakiness(m[0, 0])["peak"]                       # (T,) on frame 0, view 0
+            peak = peakiness(m[0, 0])                                     # (T,) on frame 0, view 0
             best[o] = int(peak.argmax()) if cand is None else int(cand[peak[cand].argmax()])
         return [explorer_figure(data, o, 0, 0, best[o]) for o in data]
     import ipywidgets as W

@@ -21,18 +21,18 @@ def test_token_optimisation_lowers_the_keypoint_loss():
     batch = collate_views([ds[0]])
     g = lambda: torch.Generator().manual_seed(0)
     enc = encode_condition_image(comp, batch["cond_imgs"], generator=g())
-    ehs = global_embeddings(comp, batch["cond_imgs"])
+    encoder_hidden_states = global_embeddings(comp, batch["cond_imgs"])
     model = RefOnlyNoisedUNet.from_components(comp, n_tokens=32, sk=SKSettings(map_res=16))
     unet_before = {k: v.clone() for k, v in model.unet.state_dict().items()}
     cfg = LossConfig(n_keypoints=4, n_candidates=8)
     opt = torch.optim.Adam(model.get_learnable_embedding_parameters(), lr=5e-2)
     cams = batch["cameras"][0]
-    first = model.sk_step(batch["target_imgs"], cams, enc["cond_lat"], ehs, epoch=100, loss_cfg=cfg, generator=g())
+    first = model.sk_step(batch["target_imgs"], cams, enc["cond_lat"], encoder_hidden_states, epoch=100, loss_cfg=cfg, generator=g())
     tokens = first["sk_loss"]["tokens"]                     # keep the selection fixed: a fixed objective
     losses = []
     for _ in range(5):
         opt.zero_grad()
-        step = model.sk_step(batch["target_imgs"], cams, enc["cond_lat"], ehs, epoch=100, loss_cfg=cfg, generator=g())
+        step = model.sk_step(batch["target_imgs"], cams, enc["cond_lat"], encoder_hidden_states, epoch=100, loss_cfg=cfg, generator=g())
         from mvsk.losses import integrated_loss
         loss = integrated_loss(step["sk_maps_mean"]["individual_views"], step["sk_maps_aug"], step["affine"], cams, 100,
                                tokens=tokens, cfg=cfg)["sk_total"]

@@ -23,10 +23,10 @@ def test_sd2_size_keypoint_pass():
     model = RefOnlyNoisedUNet(unet, DDPMScheduler.from_config(SCHEDULER_CONFIG),
                               EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG), n_tokens=16,
                               sk=SKSettings(map_res=32))
-    lat, cond, ehs = torch.randn(6, 4, 40, 40), torch.randn(1, 4, 40, 40), torch.randn(1, 77, 1024)
+    lat, cond, encoder_hidden_states = torch.randn(6, 4, 40, 40), torch.randn(1, 4, 40, 40), torch.randn(1, 77, 1024)
     with torch.no_grad():
-        a = model.forward_sk(lat, cond, ehs, generator=torch.Generator().manual_seed(0))["sk_maps_mean"]
-        b = model.forward_sk(lat, cond, ehs, early_exit=False, generator=torch.Generator().manual_seed(0))["sk_maps_mean"]
+        a = model.forward_sk(lat, cond, encoder_hidden_states, generator=torch.Generator().manual_seed(0))["sk_maps_mean"]
+        b = model.forward_sk(lat, cond, encoder_hidden_states, early_exit=False, generator=torch.Generator().manual_seed(0))["sk_maps_mean"]
     assert a["individual_views"].shape == (1, 6, 16, 32, 32) and a["grid_attention"].shape == (1, 16, 96, 64)
     torch.testing.assert_close(a["individual_views"].sum(2), torch.ones(1, 6, 32, 32))
     assert torch.equal(a["individual_views"], b["individual_views"])
