@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .models import MINI_CONFIG, TINY_CONFIG, build_components, write_components, load_zero123plus, default_cache_dir
-from .cli import discover_cmd, train_cmd, eval_cmd, load_model, model_for, read_run_keypoints
+from .commands import discover_cmd, train_cmd, eval_cmd, load_model, model_for, read_run_keypoints
 
 # %% ../nbs/16_sweep.ipynb #3843ac25
 JOBS = ("discover", "maps", "train", "fusion")
@@ -143,7 +143,7 @@ def map_rows(run, data, model: str) -> list:
 def generation_rows(run, data, strategy: str = "none", n_objects: int = None, steps: int = 25, guidance_scale: float = 2.0,
                     strength: float = 0.3, guidance_every: int = 5, adaptive: bool = False, n_augment: int = 4, seed: int = 0) -> list:
     "A run + objects with renders -> tidy rows {method: 'generated', metric, value}: view scores and keypoint consistency, means over objects."
-    from mvsk.cli import _has_ground_truth
+    from mvsk.commands import _has_ground_truth
     from mvsk.data import load_views
     from mvsk.eval import compare_strategies
     from mvsk.mini import view_scores
