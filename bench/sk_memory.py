@@ -2,7 +2,7 @@
 
 One step = `RefOnlyNoisedUNet.sk_step` on one object (six 320² views encoded by the VAE, their random-affine
 augmentation, two keypoint passes with the condition's reference attention, 500 float32 tokens, float32 maps at
-128², early exit) and the backward of its loss to the tokens, as `mvsk.train.discovery_step` runs it. The UNet
+128², early exit) and the backward of its loss to the tokens, as `mvsk.discovery.discovery_step` runs it. The UNet
 (and the VAE) are SD2-size with random weights (`--config sd2`: bench/sk_pass.py's UNet, 866 M parameters; the
 VAE with SD2's channels 128/256/512/512) in the dtype of the row.
 

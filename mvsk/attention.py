@@ -111,6 +111,7 @@ def _logits_into(Ai, Bb, out):
     torch.bmm(_flat(Ai, N * H), Bb.reshape(N * H, k, -1), out=out.view(N * H, Ai.shape[-2], -1))
     return out
 
+# %% ../nbs/03_attention.ipynb #01b9aa11
 def _hms_forward(A, B, S, rows, token_slice, bands, out, kept=None):
     "Forward chunk loop of `HeadMeanSoftmax`, written into `out` (N, R·u, T); each chunk's softmax appended to `kept`."
     N, H, R, u = B.shape[0], B.shape[1], A.shape[-2], B.shape[-1] // S
@@ -125,6 +126,7 @@ def _hms_forward(A, B, S, rows, token_slice, bands, out, kept=None):
         torch.mean(p[..., token_slice], dim=1, out=out[:, i * u:(i + m) * u])
         if kept is not None: kept.append(p)
 
+# %% ../nbs/03_attention.ipynb #bcf1b065
 def _hms_backward(A, B, grad, S, rows, token_slice, bands, kept, need_A, need_B):
     "Backward chunk loop of `HeadMeanSoftmax`: (dA, dB), each None unless needed; each chunk's softmax from `kept` or recomputed."
     N, H, R, u = B.shape[0], B.shape[1], A.shape[-2], B.shape[-1] // S
@@ -156,6 +158,7 @@ def _hms_backward(A, B, grad, S, rows, token_slice, bands, kept, need_A, need_B)
             dB[:, :, band].flatten(0, 1).baddbmm_(_flat(Ai, N * H).transpose(-1, -2), dlogits.flatten(0, 1))
     return dA, dB
 
+# %% ../nbs/03_attention.ipynb #dac9746b
 class HeadMeanSoftmax(torch.autograd.Function):
     """Head-mean softmax of the logits `A @ B`, a few rows of A at a time: A (..., R, k), B (N, H, k, u·S) -> (N, R·u, T).
     Rows i..i+n of A give the logits `(A[..., i:i+n, :] @ B)` viewed (N, H, n·u, S); softmax over S, sliced to T, mean over H."""
@@ -176,6 +179,7 @@ class HeadMeanSoftmax(torch.autograd.Function):
         dA, dB = _hms_backward(A, B, grad, ctx.S, ctx.rows, ctx.token_slice, ctx.bands, kept, *ctx.needs_input_grad[:2])
         return dA, dB, None, None, None, None
 
+# %% ../nbs/03_attention.ipynb #dd7ea32e
 class ViewGroupMaps(torch.autograd.Function):
     """`HeadMeanSoftmax` over groups of `views` images at a time: each group's factors `A, B = factors(q[g], kT[g])` are
     built, used and freed in turn, and rebuilt in backward, where autograd takes their gradients back to q and kT.

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 import torch
 from .maps import describe
+from fastcore.basics import patch
 
 # %% ../nbs/01_cameras.ipynb #619f9275
 CONVENTION = ("world right-handed, z up, object at the origin inside a sphere of radius 0.5; "
@@ -50,63 +51,69 @@ class Cameras:
             idx = [int(idx)]
         return Cameras(self.R[idx], self.t[idx], self.K[idx])
 
-    @property
-    def P(self) -> torch.Tensor:
-        "(V, 3, 4) projection matrices K [R | t] (normalised image coordinates)."
-        return self.K @ torch.cat([self.R, self.t[:, :, None]], dim=-1)
+# %% ../nbs/01_cameras.ipynb #58387c50
+@patch(as_prop=True)
+def P(self: Cameras) -> torch.Tensor:
+    "(V, 3, 4) projection matrices K [R | t] (normalised image coordinates)."
+    return self.K @ torch.cat([self.R, self.t[:, :, None]], dim=-1)
 
-    @property
-    def centers(self) -> torch.Tensor:
-        "(V, 3) camera centres in world units, -Rᵀ t."
-        return -torch.einsum("vji,vj->vi", self.R, self.t)
+@patch(as_prop=True)
+def centers(self: Cameras) -> torch.Tensor:
+    "(V, 3) camera centres in world units, -Rᵀ t."
+    return -torch.einsum("vji,vj->vi", self.R, self.t)
 
-    @property
-    def distance(self) -> torch.Tensor:
-        "(V,) distance of each camera centre from the origin (world units)."
-        return self.centers.norm(dim=-1)
+@patch(as_prop=True)
+def distance(self: Cameras) -> torch.Tensor:
+    "(V,) distance of each camera centre from the origin (world units)."
+    return self.centers.norm(dim=-1)
 
-    @property
-    def azimuth_deg(self) -> torch.Tensor:
-        "(V,) azimuth of each centre in degrees in (-180, 180], counter-clockwise from +x seen from +z."
-        c = self.centers
-        return torch.rad2deg(torch.atan2(c[:, 1], c[:, 0]))
+@patch(as_prop=True)
+def azimuth_deg(self: Cameras) -> torch.Tensor:
+    "(V,) azimuth of each centre in degrees in (-180, 180], counter-clockwise from +x seen from +z."
+    c = self.centers
+    return torch.rad2deg(torch.atan2(c[:, 1], c[:, 0]))
 
-    @property
-    def elevation_deg(self) -> torch.Tensor:
-        "(V,) elevation of each centre above the xy plane, in degrees."
-        c = self.centers
-        return torch.rad2deg(torch.atan2(c[:, 2], c[:, :2].norm(dim=-1)))
+@patch(as_prop=True)
+def elevation_deg(self: Cameras) -> torch.Tensor:
+    "(V,) elevation of each centre above the xy plane, in degrees."
+    c = self.centers
+    return torch.rad2deg(torch.atan2(c[:, 2], c[:, :2].norm(dim=-1)))
 
-    @property
-    def fov_deg(self) -> torch.Tensor:
-        "(V,) vertical field of view in degrees, 2·atan(0.5 / f_y)."
-        return torch.rad2deg(2 * torch.atan(0.5 / self.K[:, 1, 1]))
+@patch(as_prop=True)
+def fov_deg(self: Cameras) -> torch.Tensor:
+    "(V,) vertical field of view in degrees, 2·atan(0.5 / f_y)."
+    return torch.rad2deg(2 * torch.atan(0.5 / self.K[:, 1, 1]))
 
-    def intrinsics_px(self, size) -> torch.Tensor:
-        "(V, 3, 3) pixel intrinsics for a tile of `size` (int or (H, W)) px; pixel i's centre is at u = i + 0.5."
-        H, W = (size, size) if isinstance(size, int) else tuple(size)
-        scale = torch.tensor([W, H, 1], dtype=self.K.dtype, device=self.K.device)
-        return scale[:, None] * self.K
+# %% ../nbs/01_cameras.ipynb #fc9f3de0
+@patch
+def intrinsics_px(self: Cameras, size) -> torch.Tensor:
+    "(V, 3, 3) pixel intrinsics for a tile of `size` (int or (H, W)) px; pixel i's centre is at u = i + 0.5."
+    H, W = (size, size) if isinstance(size, int) else tuple(size)
+    scale = torch.tensor([W, H, 1], dtype=self.K.dtype, device=self.K.device)
+    return scale[:, None] * self.K
 
-    def to(self, device=None, dtype=None) -> "Cameras":
-        "The same rig on another device and/or dtype."
-        return Cameras(*(x.to(device=device, dtype=dtype) for x in (self.R, self.t, self.K)))
+@patch
+def to(self: Cameras, device=None, dtype=None) -> "Cameras":
+    "The same rig on another device and/or dtype."
+    return Cameras(*(x.to(device=device, dtype=dtype) for x in (self.R, self.t, self.K)))
 
-    def to_dict(self) -> dict:
-        "JSON-able dict: nested lists for R, t, K and the convention text."
-        return {"convention": CONVENTION, "R": self.R.tolist(), "t": self.t.tolist(), "K": self.K.tolist()}
+@patch
+def to_dict(self: Cameras) -> dict:
+    "JSON-able dict: nested lists for R, t, K and the convention text."
+    return {"convention": CONVENTION, "R": self.R.tolist(), "t": self.t.tolist(), "K": self.K.tolist()}
 
-    @classmethod
-    def from_dict(cls, d: dict, dtype=torch.float32, device=None) -> "Cameras":
-        "Inverse of `to_dict`; refuses a dict written under another convention."
-        if d.get("convention", CONVENTION) != CONVENTION:
-            raise ValueError(f"camera dict uses another convention: {d['convention']!r}; expected {CONVENTION!r}")
-        return cls(*(torch.tensor(d[k], dtype=dtype, device=device) for k in ("R", "t", "K")))
+@patch(cls_method=True)
+def from_dict(cls: Cameras, d: dict, dtype=torch.float32, device=None) -> "Cameras":
+    "Inverse of `to_dict`; refuses a dict written under another convention."
+    if d.get("convention", CONVENTION) != CONVENTION:
+        raise ValueError(f"camera dict uses another convention: {d['convention']!r}; expected {CONVENTION!r}")
+    return cls(*(torch.tensor(d[k], dtype=dtype, device=device) for k in ("R", "t", "K")))
 
-    def __repr__(self):
-        f = lambda x: "[" + ", ".join(f"{v:.4g}" for v in x.tolist()) + "]"
-        return (f"Cameras(V={len(self)}, azimuth_deg={f(self.azimuth_deg)}, elevation_deg={f(self.elevation_deg)}, "
-                f"distance={f(self.distance)}, fov_deg={f(self.fov_deg)}, {self.R.dtype}, {self.R.device})")
+@patch
+def __repr__(self: Cameras):
+    f = lambda x: "[" + ", ".join(f"{v:.4g}" for v in x.tolist()) + "]"
+    return (f"Cameras(V={len(self)}, azimuth_deg={f(self.azimuth_deg)}, elevation_deg={f(self.elevation_deg)}, "
+            f"distance={f(self.distance)}, fov_deg={f(self.fov_deg)}, {self.R.dtype}, {self.R.device})")
 
 # %% ../nbs/01_cameras.ipynb #0a3cd517
 def look_at_cameras(azimuth_deg, elevation_deg, distance, fov_deg, dtype=torch.float32, device=None) -> Cameras:

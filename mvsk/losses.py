@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .grid import N_VIEWS, views_to_grid
 from .cameras import angular_distance, project, triangulate
 from .maps import describe, argmax_xy, argmax_gaussian, soft_argmax_xy
+from fastcore.basics import patch
 
 # %% ../nbs/04_losses.ipynb #8cc08dd1
 SCHEDULES = ("nested", "plan")   # how the integrated loss combines its terms (see *The integrated loss* below)
@@ -179,49 +180,58 @@ class RandomAffine:
 
     def __len__(self): return 0 if self.theta is None else len(self.theta)
 
-    def _warp(self, x, theta, mask):
-        if not isinstance(x, torch.Tensor) or x.ndim < 4:
-            raise ValueError(f"x must be (..., C, H, W) with at least one leading axis; got {describe(x)}")
-        if self.theta is None: raise ValueError("RandomAffine holds no transform yet: call it on a batch or .sample(n) first")
-        n = math.prod(x.shape[:-3])
-        if n != len(self.theta):
-            raise ValueError(f"RandomAffine holds {len(self.theta)} transforms; got {n} images in {describe(x)}")
-        flat = x.reshape(n, *x.shape[-3:])
-        grid = F.affine_grid(theta[:, :2].to(x.device, x.dtype), list(flat.shape), align_corners=False)
-        out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).reshape(x.shape)
-        if not mask: return out
-        ones = torch.ones(n, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
-        cov = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return out, cov.reshape(*x.shape[:-3], 1, *x.shape[-2:])
+# %% ../nbs/04_losses.ipynb #7db0fac1
+@patch
+def _warp(self: RandomAffine, x, theta, mask):
+    if not isinstance(x, torch.Tensor) or x.ndim < 4:
+        raise ValueError(f"x must be (..., C, H, W) with at least one leading axis; got {describe(x)}")
+    if self.theta is None: raise ValueError("RandomAffine holds no transform yet: call it on a batch or .sample(n) first")
+    n = math.prod(x.shape[:-3])
+    if n != len(self.theta):
+        raise ValueError(f"RandomAffine holds {len(self.theta)} transforms; got {n} images in {describe(x)}")
+    flat = x.reshape(n, *x.shape[-3:])
+    grid = F.affine_grid(theta[:, :2].to(x.device, x.dtype), list(flat.shape), align_corners=False)
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).reshape(x.shape)
+    if not mask: return out
+    ones = torch.ones(n, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
+    cov = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out, cov.reshape(*x.shape[:-3], 1, *x.shape[-2:])
 
-    def __call__(self, x: torch.Tensor, mask: bool = False):
-        "Draw one transform per leading index of (..., C, H, W) `x` and apply it (zero fill); `mask` adds the coverage."
-        if not isinstance(x, torch.Tensor) or x.ndim < 4:
-            raise ValueError(f"x must be (..., C, H, W) with at least one leading axis; got {describe(x)}")
-        return self.sample(math.prod(x.shape[:-3])).apply(x, mask)
+@patch
+def __call__(self: RandomAffine, x: torch.Tensor, mask: bool = False):
+    "Draw one transform per leading index of (..., C, H, W) `x` and apply it (zero fill); `mask` adds the coverage."
+    if not isinstance(x, torch.Tensor) or x.ndim < 4:
+        raise ValueError(f"x must be (..., C, H, W) with at least one leading axis; got {describe(x)}")
+    return self.sample(math.prod(x.shape[:-3])).apply(x, mask)
 
-    def apply(self, x: torch.Tensor, mask: bool = False):
-        "Apply the held transforms to (..., C, H, W) `x` (zero fill) -> same shape [, coverage (..., 1, H, W)]."
-        return self._warp(x, self.theta, mask)
+@patch
+def apply(self: RandomAffine, x: torch.Tensor, mask: bool = False):
+    "Apply the held transforms to (..., C, H, W) `x` (zero fill) -> same shape [, coverage (..., 1, H, W)]."
+    return self._warp(x, self.theta, mask)
 
-    def inverse(self, y: torch.Tensor, mask: bool = False):
-        "Warp (..., C, H, W) `y` back with the exact inverse (zero fill) -> same shape [, coverage (..., 1, H, W)]."
-        return self._warp(y, torch.linalg.inv(self.theta) if self.theta is not None else None, mask)
+@patch
+def inverse(self: RandomAffine, y: torch.Tensor, mask: bool = False):
+    "Warp (..., C, H, W) `y` back with the exact inverse (zero fill) -> same shape [, coverage (..., 1, H, W)]."
+    return self._warp(y, torch.linalg.inv(self.theta) if self.theta is not None else None, mask)
 
-    def _move(self, xy, m):
-        if not isinstance(xy, torch.Tensor) or xy.ndim < 3 or xy.shape[-1] != 2 or math.prod(xy.shape[:-2]) != len(self):
-            raise ValueError(f"xy must be (..., K, 2) normalised (x, y) with {len(self)} leading entries; got {describe(xy)}")
-        u = 2 * xy.reshape(len(self), -1, 2).double() - 1
-        u = u @ m[:, :2, :2].transpose(1, 2) + m[:, None, :2, 2]
-        return ((u + 1) / 2).to(xy.dtype).reshape(xy.shape)
+# %% ../nbs/04_losses.ipynb #c065994d
+@patch
+def _move(self: RandomAffine, xy, m):
+    if not isinstance(xy, torch.Tensor) or xy.ndim < 3 or xy.shape[-1] != 2 or math.prod(xy.shape[:-2]) != len(self):
+        raise ValueError(f"xy must be (..., K, 2) normalised (x, y) with {len(self)} leading entries; got {describe(xy)}")
+    u = 2 * xy.reshape(len(self), -1, 2).double() - 1
+    u = u @ m[:, :2, :2].transpose(1, 2) + m[:, None, :2, 2]
+    return ((u + 1) / 2).to(xy.dtype).reshape(xy.shape)
 
-    def points(self, xy: torch.Tensor) -> torch.Tensor:
-        "(..., K, 2) normalised (x, y), pixel centres at (i + .5)/W -> where they land in the transformed image."
-        return self._move(xy, torch.linalg.inv(self.theta))
+@patch
+def points(self: RandomAffine, xy: torch.Tensor) -> torch.Tensor:
+    "(..., K, 2) normalised (x, y), pixel centres at (i + .5)/W -> where they land in the transformed image."
+    return self._move(xy, torch.linalg.inv(self.theta))
 
-    def inverse_points(self, xy: torch.Tensor) -> torch.Tensor:
-        "(..., K, 2) normalised (x, y) in the transformed image -> their place in the original image."
-        return self._move(xy, self.theta)
+@patch
+def inverse_points(self: RandomAffine, xy: torch.Tensor) -> torch.Tensor:
+    "(..., K, 2) normalised (x, y) in the transformed image -> their place in the original image."
+    return self._move(xy, self.theta)
 
 # %% ../nbs/04_losses.ipynb #618bad78
 def equivariance_loss(maps: torch.Tensor, maps_aug: torch.Tensor, affine: RandomAffine, tokens=None,
