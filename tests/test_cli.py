@@ -15,6 +15,17 @@ def last_line(r):
     return [l for l in r.stderr.splitlines() if l.strip()][-1]
 
 
+def run_in_process(*args):
+    "`mvsk ARGS` through `mvsk.cli.main` in this process (no interpreter start-up): (status, stdout, stderr)."
+    import contextlib, io
+    from mvsk.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: rc = main([str(a) for a in args])
+        except SystemExit as e: rc = e.code                 # argparse: --help and bad flags
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
 def test_demo_is_a_discovery_run_of_the_mini_model(tmp_path):
     out = tmp_path / "demo"
     r = run("demo", "--out", out, "--steps", "1", *SMALL)
@@ -48,11 +59,13 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
                         "needs trained gates"),
                        (("eval", "--out", tmp_path / "o"), "which run?"),
                        (("frobnicate",), "unknown command")]:
-        r = run(*args)
+        r = run_in_process(*args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert word in last_line(r), r.stderr
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
+    r = run("demo", "--data", tmp_path / "missing", "--out", tmp_path / "o")    # the process itself exits with 2
+    assert r.returncode == 2 and "missing" in last_line(r) and "Traceback" not in r.stderr, r.stderr
 
 
 def test_other_errors_keep_their_traceback(tmp_path):
@@ -64,8 +77,9 @@ def test_other_errors_keep_their_traceback(tmp_path):
 
 
 def test_help_for_every_command():
+    assert "usage: mvsk discover" in run("discover", "--help").stdout               # through the console entry point
     for cmd in ("demo", "discover", "train", "render", "generate", "eval", "mini", "sweep"):
-        r = run(cmd, "--help")
+        r = run_in_process(cmd, "--help")
         assert r.returncode == 0 and "usage: mvsk " + cmd in r.stdout, (cmd, r.stderr)
         if cmd in ("generate", "eval", "train", "discover", "demo"): assert "mini" in r.stdout, cmd    # --model mini
         if cmd == "generate":                         # the help's list of strategies is every registered one
