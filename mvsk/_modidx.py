@@ -463,6 +463,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'mvsk.train._check_run_fits': ('train.html#_check_run_fits', 'mvsk/train.py'),
                             'mvsk.train._load_train_state': ('train.html#_load_train_state', 'mvsk/train.py'),
                             'mvsk.train._nvs_pass': ('train.html#_nvs_pass', 'mvsk/train.py'),
+                            'mvsk.train._reduce_across_processes': ('train.html#_reduce_across_processes', 'mvsk/train.py'),
+                            'mvsk.train._save_trained': ('train.html#_save_trained', 'mvsk/train.py'),
                             'mvsk.train._selection_config': ('train.html#_selection_config', 'mvsk/train.py'),
                             'mvsk.train._tensorboard': ('train.html#_tensorboard', 'mvsk/train.py'),
                             'mvsk.train._train_conditions': ('train.html#_train_conditions', 'mvsk/train.py'),

@@ -250,6 +250,7 @@ def read_run_cameras(run) -> dict:
     if doc.get("views", [None])[0] != "cond": raise ValueError(f"{path}: expected the views in the order cond, 0-5; got {doc.get('views')}")
     return {o["object"]: Cameras.from_dict(o["cameras"])[1:] for o in doc["objects"] if o["frame"] == 0}
 
+# %% ../nbs/16_commands.ipynb #cbeb732f
 def _has_ground_truth(folder) -> bool:
     "An object folder with ground-truth keypoints (as `mvsk render` writes), not a `mvsk generate` folder's keypoints.json."
     folder = Path(folder)
@@ -265,6 +266,7 @@ def _bar_figure(rows, cols, title, path):
     ax.set_ylim(0, 1); ax.legend(); ax.set_title(title)
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
+# %% ../nbs/16_commands.ipynb #5e5a0d6e
 def eval_cmd(run, data=None, out=None, alphas=(0.05, 0.1), seed=0) -> dict:
     "Score a run without ground truth (and against `data`'s, where it has some); write report.md + report.png -> {'diagnostics', 'ground_truth' (rows or None), 'scored'}."
     from mvsk.data import load_views

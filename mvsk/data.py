@@ -342,6 +342,7 @@ def grid_output_pairs(root) -> list:
     if not pairs: raise ValueError(f"no Zero123++ outputs in {root}: expected {GRID_FILE} + {COND_FILE} folders or NAME.png + NAME{COND_SUFFIX}.png")
     return sorted(pairs, key=lambda t: t[0])
 
+# %% ../nbs/09_data.ipynb #d03226c7
 class GridOutputDataset(Dataset):
     "(condition image, grid image) or (name, condition, grid) file triples -> items of `load_grid_output` with 'name' (default: the grid file's stem)."
     def __init__(self, pairs, background="gray", tile: int = None, size: int = None, resize: bool = False,

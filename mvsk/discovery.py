@@ -91,7 +91,7 @@ class DiscoveryConfig(RunSettings):
         if not 0 <= self.visible_threshold <= 1: raise ValueError(f"visible_threshold must be in [0, 1]; got {self.visible_threshold}")
         _check_counts(self.n_tokens, self.n_keypoints, self.loss)
 
-
+# %% ../nbs/12_discovery.ipynb #ca3e0716
 def _check_counts(T: int, K: int, l: LossConfig):
     "K keypoints chosen among loss.n_candidates among T tokens, and the loss's own K among its candidates."
     if K > T: raise ValueError(f"cannot choose n_keypoints K={K} keypoint tokens from n_tokens T={T}")
@@ -133,6 +133,7 @@ def _as_datasets(dataset) -> list:
     if sum(len(d) for d in ds) == 0: raise ValueError("dataset is empty: no objects to discover keypoints on")
     return ds
 
+# %% ../nbs/12_discovery.ipynb #5b397f11
 class DiscoveryUnits:
     "Every (object, frame) of one or more mvsk datasets, loaded on demand (a few items cached)."
     def __init__(self, dataset, cache: int = 4):
@@ -569,6 +570,7 @@ def discover(model, dataset, out_dir, cfg: DiscoveryConfig = None, resume: bool 
         if bar is not None: bar.close()
         close_logger(log)
 
+# %% ../nbs/12_discovery.ipynb #e31f3bef
 def select_and_extract(model, units, cond, cfg, out_dir, log, progress, keep=None) -> dict:
     "Count StableKeypoints' selections over the objects, choose the K most frequent (or `keep` these ids), extract and triangulate; write the keypoint files."
     t0, dev, l = time.time(), model.device, cfg.loss

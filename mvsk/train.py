@@ -101,6 +101,7 @@ def _selection_config(cfg: TrainConfig, n_tokens: int) -> DiscoveryConfig:
                            map_checkpoint=cfg.map_checkpoint, timestep=cfg.sk_timestep, context=cfg.context, reference=cfg.reference,
                            n_select=cfg.n_select, n_augment=cfg.n_augment, visible_threshold=cfg.visible_threshold, loss=cfg.loss)
 
+# %% ../nbs/13_train.ipynb #3fd13d2c
 def check_train_settings(model, cfg: TrainConfig):
     if getattr(model, "components", None) is None: raise ValueError("train needs the model's components: build it with RefOnlyNoisedUNet.from_components")
     T, l = model.tokens.n_tokens, cfg.loss
@@ -121,6 +122,7 @@ def _nvs_pass(model, views, cond_lat, encoder_hidden_states, fusion, n_train: in
                                                                                               fusion=fusion)).sample
     return nvs_loss(v_pred, x0, noise, t, model.train_sched.alphas_cumprod), t
 
+# %% ../nbs/13_train.ipynb #c6c63540
 def integrated_step(model, units: DiscoveryUnits, cond: dict, idx: list, step: int, cfg: TrainConfig, gates,
                     accelerator, n_batch: int) -> dict:
     "Forward + backward of the objects `idx` (this process's share of a batch of `n_batch`) -> the summed, batch-weighted terms."
@@ -199,6 +201,27 @@ def _load_train_state(state, model, gates, opt, acc, cfg):
     opt.load_state_dict(state["optimizer"])
     if acc.scaler is not None and state["scaler"] is not None: acc.scaler.load_state_dict(state["scaler"])
 
+# %% ../nbs/13_train.ipynb #b9e715c0
+def _reduce_across_processes(acc, params, rec: dict, dev) -> dict:
+    "DDP's job, done by hand (the UNet is also called through sk_step): sum the gradients and the logged terms over the processes."
+    for p in params:
+        if p.grad is None: p.grad = torch.zeros_like(p)
+        p.grad = acc.reduce(p.grad, "sum")
+    keys = [k for k in rec if k not in ("epoch", "w_nvs", "w_keypoint", "w_consistency")]
+    tot = acc.reduce(torch.tensor([rec[k] for k in keys], device=dev, dtype=torch.float64), "sum")
+    rec.update(zip(keys, tot.tolist()))
+    return rec
+
+def _save_trained(out_dir: Path, model, gates, cfg, meta: dict):
+    "tokens.safetensors (with the selection and `meta`), gates.safetensors, and unet.safetensors when the UNet was trained."
+    from safetensors.torch import save_file
+    atomic_write(out_dir / "tokens.safetensors", lambda p: model.tokens.save(p, metadata=meta))
+    atomic_write(out_dir / "gates.safetensors", lambda p: save_file({"gamma": gates.gamma.detach().cpu().contiguous()}, str(p),
+                                                                    metadata={"layers": json.dumps(list(gates.layers))}))
+    if cfg.train_unet:
+        unet = {k: v.detach().cpu().contiguous() for k, v in model.unet.state_dict().items()}
+        atomic_write(out_dir / "unet.safetensors", lambda p: save_file(unet, str(p)))
+
 # %% ../nbs/13_train.ipynb #21da0622
 def train(model, dataset, out_dir, cfg: TrainConfig = None, resume: bool = False, overwrite: bool = False, gates=None,
           accelerator=None, model_id: str = None, callback=None, progress: bool = True, pictures: bool = True) -> dict:
@@ -251,13 +274,7 @@ def train(model, dataset, out_dir, cfg: TrainConfig = None, resume: bool = False
                 idx = batch_units(len(units), cfg.batch_size, cfg.seed, step)
                 opt.zero_grad(set_to_none=True)
                 rec = integrated_step(model, units, cond, idx[acc.process_index::acc.num_processes], step, cfg, gates, acc, len(idx))
-                if acc.num_processes > 1:                                    # DDP's job, done by hand: the UNet is called through sk_step too
-                    for p in params:
-                        if p.grad is None: p.grad = torch.zeros_like(p)
-                        p.grad = acc.reduce(p.grad, "sum")
-                    keys = [k for k in rec if k not in ("epoch", "w_nvs", "w_keypoint", "w_consistency")]
-                    tot = acc.reduce(torch.tensor([rec[k] for k in keys], device=dev, dtype=torch.float64), "sum")
-                    rec.update(zip(keys, tot.tolist()))
+                if acc.num_processes > 1: rec = _reduce_across_processes(acc, params, rec, dev)
                 grad_norm = acc.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 rec = {"step": step + 1, **{k: rec[k] for k in TRAIN_FIELDS[1:-2]}, "grad_norm": float(grad_norm),
@@ -283,12 +300,7 @@ def train(model, dataset, out_dir, cfg: TrainConfig = None, resume: bool = False
                                          log, progress, keep=model.tokens.selected if cfg.fusion_tokens == "selected" else None)
             meta = {"config": cfg.to_dict(), "model": model_id, "counts": result["counts"].tolist(),
                     "objects": [units.name(i) for i in range(len(units))], "versions": library_versions()}
-            atomic_write(out_dir / "tokens.safetensors", lambda p: model.tokens.save(p, metadata=meta))
-            from safetensors.torch import save_file
-            atomic_write(out_dir / "gates.safetensors", lambda p: save_file({"gamma": gates.gamma.detach().cpu().contiguous()}, str(p),
-                                                                       metadata={"layers": json.dumps(list(gates.layers))}))
-            if cfg.train_unet:
-                atomic_write(out_dir / "unet.safetensors", lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in model.unet.state_dict().items()}, str(p)))
+            _save_trained(out_dir, model, gates, cfg, meta)
             if pictures:
                 write_pictures(out_dir, units, result["keypoints"], result["maps0"], result["tokens"], history,
                                ("loss", "nvs", "keypoint", "localization", "equivariance", "consistency", "grad_norm"), "training")
@@ -336,6 +348,7 @@ def read_run(run) -> dict:
     return {"dir": run, "kind": kinds[0], "model": config.get("model"), "config": config,
             "tokens": KeypointTokens.load(tok_path), "gates": gates, "unet": unet if unet.is_file() else None}
 
+# %% ../nbs/13_train.ipynb #2f1fe6f8
 def _check_run_fits(info: dict, model, model_id) -> dict:
     "Refuse a run that was not made for `model`; -> the UNet state dict to load (or None)."
     where, made = info["dir"], info["model"]

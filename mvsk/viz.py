@@ -288,6 +288,7 @@ def explorer_figure(data: dict, obj, frame: int = 0, view: int = 0, token: int =
                  f"entropy {ent:.3f} nats (flat {flat:.3f})")
     return fig
 
+# %% ../nbs/11_viz.ipynb #5f9330e7
 def _in_kernel() -> bool:
     ip = sys.modules.get("IPython")
     shell = ip.get_ipython() if ip is not None else None
