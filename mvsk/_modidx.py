@@ -35,6 +35,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'mvsk.attention.install_processors': ('attention.html#install_processors', 'mvsk/attention.py'),
                                 'mvsk.attention.reshape_and_tile': ('attention.html#reshape_and_tile', 'mvsk/attention.py'),
                                 'mvsk.attention.score_first': ('attention.html#score_first', 'mvsk/attention.py'),
+                                'mvsk.attention.stable_keypoints_maps': ('attention.html#stable_keypoints_maps', 'mvsk/attention.py'),
                                 'mvsk.attention.token_softmax_maps': ('attention.html#token_softmax_maps', 'mvsk/attention.py')},
             'mvsk.cameras': { 'mvsk.cameras.Cameras': ('cameras.html#cameras', 'mvsk/cameras.py'),
                               'mvsk.cameras.Cameras.P': ('cameras.html#cameras.p', 'mvsk/cameras.py'),
