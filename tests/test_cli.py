@@ -133,11 +133,11 @@ def test_every_command_end_to_end(tmp_path):
 
 
 def test_keypoints_on_generated_views(tmp_path):
-    "generate -> discover on the generated views -> eval without ground truth; and on grids laid out as Zero123++'s pipeline writes them."
+    "generate -> discover on the generated views -> eval without ground truth; and on grids laid out as Zero123++'s pipeline writes them (in this process: the command's process boundary is tested above)."
     from PIL import Image
     grids, flat = tmp_path / "generated", tmp_path / "zero123plus"
     for name in ("laikago_000", "a1_001"):
-        r = run("generate", ROOT / "data" / "sample" / name / "000.png", "--out", grids / name, "--steps", "2")
+        r = run_in_process("generate", ROOT / "data" / "sample" / name / "000.png", "--out", grids / name, "--steps", "2")
         assert r.returncode == 0, r.stderr
     flat.mkdir()
     for name in ("laikago_000", "a1_001"):                # one 960x640 grid per object beside its 320 px condition image
@@ -146,7 +146,7 @@ def test_keypoints_on_generated_views(tmp_path):
     from mvsk.cameras import zero123plus_cameras
     for folder in (grids, flat):
         out = tmp_path / f"run_{folder.name}"
-        r = run("discover", "--data", folder, "--out", out, "--steps", "1", *SMALL)
+        r = run_in_process("discover", "--data", folder, "--out", out, "--steps", "1", *SMALL)
         assert r.returncode == 0, r.stderr
         assert json.loads((out / "config.json").read_text())["objects"] == ["a1_001", "laikago_000"]
         doc = json.loads((out / "keypoints3d.json").read_text())
@@ -154,7 +154,7 @@ def test_keypoints_on_generated_views(tmp_path):
         import torch
         rig = zero123plus_cameras("v1.2", include_condition=True)
         assert all(torch.allclose(Cameras.from_dict(o["cameras"]).P, rig.P, atol=1e-5) for o in doc["objects"])
-        r = run("eval", out, "--data", folder)
+        r = run_in_process("eval", out, "--data", folder)
         assert r.returncode == 0, r.stderr
         assert "agree@0.05" in r.stdout and "no ground truth" in r.stdout, r.stdout
         report = (out / "report.md").read_text()
