@@ -186,6 +186,7 @@ def _write_run(out, files: dict):
 
 GENERATE_FLAGS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance-scale", "guidance_every": "--guidance-every"}
 
+# %% ../nbs/16_commands.ipynb #2d986d4f
 def generate_cmd(image, out="outputs/generate", model=None, device="cpu", seed=0, steps=75, guidance_scale=4.0,
                  strategy="none", strength=0.3, tokens=None, guidance_every=5, run=None, adaptive=False) -> dict:
     "Generate the six views of `image` (a file), optionally guided by a run (`run`) or a tokens file; write them to `out`; returns the run's config."

@@ -369,6 +369,7 @@ def train_epoch(cfg, step: int, n_units: int) -> float:
     if n_units < 1 or step < 0: raise ValueError(f"need n_units >= 1 and step >= 0; got {n_units}, {step}")
     return step * cfg.batch_size / n_units
 
+# %% ../nbs/12_discovery.ipynb #a103681d
 def discovery_step(model, units: DiscoveryUnits, cond: list, idx: list, step: int, cfg: DiscoveryConfig, optimizer) -> dict:
     "One Adam step on the tokens over the objects `idx`, by accumulation -> the step's record (batch means)."
     dev = model.device

@@ -64,6 +64,7 @@ def _lsap(c: np.ndarray) -> np.ndarray:
             if i == cur: break
     return col4row
 
+# %% ../nbs/14_eval.ipynb #c4ee389e
 def linear_assignment(cost: torch.Tensor) -> tuple:
     "(R, C) finite costs -> (rows, cols), two (min(R, C),) long tensors of the pairs with the least total cost, rows ascending."
     if not (isinstance(cost, torch.Tensor) and cost.ndim == 2):

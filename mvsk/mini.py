@@ -379,6 +379,7 @@ it knows one robot ({r['robot']}, fixed colours) on a gray background.
 {rows}
 """
 
+# %% ../nbs/15_mini.ipynb #ffd74132
 def ship_mini(run, dest=None, machine: str = "", hours: float = None) -> Path:
     "Copy run/mini-zero123plus into the package (or `dest`) with its curves, preview, scores and model card -> the folder."
     from importlib.resources import files

@@ -235,6 +235,7 @@ def build_components(seed: int, cfg: dict) -> dict:
     return dict(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, vision_encoder=vision,
                 feature_extractor_clip=clip_proc, feature_extractor_vae=vae_proc)
 
+# %% ../nbs/02_models.ipynb #3cb38064
 def default_cache_dir() -> Path:
     "Where mvsk keeps generated models: $MVSK_CACHE, else ~/.cache/mvsk."
     return Path(os.environ.get("MVSK_CACHE", Path.home() / ".cache" / "mvsk"))

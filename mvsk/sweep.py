@@ -180,6 +180,7 @@ def _finish_run(command, data, folder, model, settings, progress):
     resume = (folder / "checkpoint.pt").is_file()
     command(data, folder, model, resume=resume, overwrite=not resume, progress=progress, **settings)
 
+# %% ../nbs/17_sweep.ipynb #10de56d6
 def score_run(cfg: SweepConfig, out, variant: str, model: str, settings: dict, seed: int, progress: bool = True) -> list:
     "Run (or finish) one (variant, seed) of `cfg` under `out` -> its tidy rows."
     folder, held_out = out / "runs" / f"{variant}-seed{seed}", cfg.eval_data or cfg.data
