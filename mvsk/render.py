@@ -67,6 +67,7 @@ def gl_projection_matrix(fov_deg: float, near: float, far: float, size: int, pix
     if pixel_fix: P[0, 2] = P[1, 2] = 1 / size
     return P.T.reshape(-1).tolist()
 
+# %% ../nbs/10_render.ipynb #496aa9c3
 def render_views(bc, cams: Cameras, size: int, centre=(0., 0., 0.), scale: float = 1.0, background="gray",
                  light=(0.5, 0.3, 1.0), near: float = 0.3, far: float = 5.0, pixel_fix: bool = True) -> dict:
     "Render every camera of `cams` (world = scale·(pybullet − centre)) -> {'rgba' (V,S,S,4) uint8, 'depth' (V,S,S) world units (0 = bg), 'link' (V,S,S) (-2 = bg, -1 = base), 'body' (V,S,S) (-1 = bg)}."
@@ -211,6 +212,7 @@ def _axis_angle_quat(axis, angle):
     axis = np.asarray(axis) / np.linalg.norm(axis)
     return [*(axis * math.sin(angle / 2)).tolist(), math.cos(angle / 2)]
 
+# %% ../nbs/10_render.ipynb #a8122672
 def pose_trajectory(bc, body: int, name: str, rng: np.random.Generator, frames: int = 1, period: float = 16.0) -> list:
     "One pose per frame for ROBOTS[name]; frames=1 draws a static random pose, frames>1 a smooth periodic motion of `period` frames."
     p, _, _ = _pybullet()
@@ -265,6 +267,7 @@ def _touches_border(depth: np.ndarray) -> bool:
     fg = depth > 0
     return bool(fg[:, 0].any() or fg[:, -1].any() or fg[:, :, 0].any() or fg[:, :, -1].any())
 
+# %% ../nbs/10_render.ipynb #6634f03c
 def surface_points(bc, body: int, size: int = 128, fine_size: int = 256, max_tries: int = 4) -> tuple:
     "Rendered surface of the posed body -> points (M,3) in pybullet world units and their link index (M,) (-1 = base)."
     links = [bc.getBasePositionAndOrientation(body)[0]] + \
@@ -315,6 +318,7 @@ def tip_offsets(bc, body: int, name: str, points: np.ndarray, link_of_point: np.
         out[link["name"]] = Rl.T @ (tip - np.asarray(pos))
     return out
 
+# %% ../nbs/10_render.ipynb #988f21e1
 def _semantic(rules, link_name):
     for pattern, template, kind in rules:
         m = re.search(pattern, link_name)
