@@ -258,6 +258,7 @@ def load_sequence(folder, **kw) -> dict:
                             **{key: torch.stack([k[key] for k in kps]) for key in _KP_N_AXIS}}
     return out
 
+# %% ../nbs/09_data.ipynb #52ae2665
 class SequenceDataset(Dataset):
     "Sequences `<root>/<seq>/sequence.json` + one object folder per frame; items as `load_sequence` returns them."
     def __init__(self, root, sequences=None, background="gray", size: int = None, resize: bool = False,

@@ -423,6 +423,7 @@ def _score_row(name, xy, w, gt, cams, alphas, train, gt_reg, labels, groups, agr
     row["spread"] = keypoint_spread(xy, w)
     return _floats(row)
 
+# %% ../nbs/14_eval.ipynb #261ad6ae
 def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.1), oracle_sigma: float = 0.005,
            seed: int = 0, label_key: str = "semantic", groups: list = None, test_frac: float = 1 / 3,
            agree_threshold: float = 0.05) -> list:

@@ -246,6 +246,7 @@ def map_confidence(maps: torch.Tensor) -> torch.Tensor:
     "(B, 6, K, r, r) keypoint maps -> (B, K) confidence in [0, 1]: each view's map peak (as `mvsk.keypoints`), mean over the views."
     return maps.detach().float().amax((-2, -1)).mean(1).clamp(0, 1)
 
+# %% ../nbs/07_fusion.ipynb #a49f5bcd
 class KeypointFusion:
     "Main-pass (`r`) cross-attention with K keypoint tokens and their per-view maps, by a named strategy."
     def __init__(self, strategy: str = "none", tokens: torch.Tensor = None, maps: torch.Tensor = None, strength: float = 0.3,

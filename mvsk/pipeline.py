@@ -178,6 +178,7 @@ def generate(model: RefOnlyNoisedUNet, condition_image, config: GenerationConfig
     finally:
         model.train(was_training)
 
+# %% ../nbs/08_pipeline.ipynb #7eb91dba
 def _sample(model, rgb, cfg, strategy, guided, emb, sel, gates, generator, progress):
     comp, device = model.components, model.device
     seed, g, g_sk = _generators(generator, device)

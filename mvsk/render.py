@@ -378,6 +378,7 @@ def _write_frame(folder: Path, views: dict, kp: dict, cams: Cameras, meta: dict,
         "xyz": r6(kp["xyz"]), "xy": r6(kp["xy"]), "depth": r6(kp["depth"]), "visible": kp["visible"].tolist()}))
     (folder / "render.json").write_text(json.dumps(meta))
 
+# %% ../nbs/10_render.ipynb #1daeb62d
 def render_object(out_dir, robot: str, seed_key, size: int = 320, background="gray", frames: int = 1,
                   period: float = 16.0, cond_elevation: float = 0.0, tol: float = VISIBILITY_TOL,
                   radius: float = OBJECT_RADIUS, bc=None, color_seed: int = None) -> Path:

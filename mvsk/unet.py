@@ -127,6 +127,7 @@ def forward_cond(self: RefOnlyNoisedUNet, noisy_cond_lat, timestep, encoder_hidd
     except EarlyExit:
         pass   # the keypoint pass needs no layer after the last captured one (see `forward_sk`)
 
+# %% ../nbs/05_unet.ipynb #1424084e
 @patch
 def forward(self: RefOnlyNoisedUNet, sample, timestep, encoder_hidden_states, class_labels=None, *args, cross_attention_kwargs: dict,
             down_block_res_samples=None, mid_block_res_sample=None, **kwargs):
