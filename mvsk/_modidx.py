@@ -26,6 +26,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'mvsk.attention._flat': ('attention.html#_flat', 'mvsk/attention.py'),
                                 'mvsk.attention._hms_backward': ('attention.html#_hms_backward', 'mvsk/attention.py'),
                                 'mvsk.attention._hms_forward': ('attention.html#_hms_forward', 'mvsk/attention.py'),
+                                'mvsk.attention._linear_fp32': ('attention.html#_linear_fp32', 'mvsk/attention.py'),
                                 'mvsk.attention._logits_into': ('attention.html#_logits_into', 'mvsk/attention.py'),
                                 'mvsk.attention._maps_fp32': ('attention.html#_maps_fp32', 'mvsk/attention.py'),
                                 'mvsk.attention._rows': ('attention.html#_rows', 'mvsk/attention.py'),

@@ -66,15 +66,18 @@ class EarlyExit(Exception):
     "Raised by the processor after the last captured layer when `early_exit` is on; caught by `forward_sk`."
 
 # %% ../nbs/03_attention.ipynb #f3ad6932
+def _linear_fp32(layer, t: torch.Tensor) -> torch.Tensor:
+    "A projection layer applied in float32, whatever its own dtype (the maps are float32)."
+    return F.linear(t, layer.weight.float(), None if layer.bias is None else layer.bias.float())
+
 def stable_keypoints_maps(attn: Attention, queries: torch.Tensor, context: torch.Tensor, hw: tuple, map_res: int,
                           token_slice: slice = slice(None)) -> torch.Tensor:
     "StableKeypoints' order, the reference for `token_softmax_maps`: (N, h*w, C) features, (N, S, D) context -> (N, T, r, r)."
     h, w = hw
-    lin = lambda layer, t: F.linear(t, layer.weight.float(), None if layer.bias is None else layer.bias.float())
     feats = rearrange(queries.float(), "n (y x) c -> n c y x", y=h, x=w)
     up = F.interpolate(feats, size=(map_res, map_res), mode="bicubic", align_corners=False)   # resize the features
-    q = rearrange(lin(attn.to_q, rearrange(up, "n c y x -> n (y x) c")), "n l (hd d) -> n hd l d", hd=attn.heads)
-    k = rearrange(lin(attn.to_k, context.float()), "n s (hd d) -> n hd s d", hd=attn.heads)
+    q = rearrange(_linear_fp32(attn.to_q, rearrange(up, "n c y x -> n (y x) c")), "n l (hd d) -> n hd l d", hd=attn.heads)
+    k = rearrange(_linear_fp32(attn.to_k, context.float()), "n s (hd d) -> n hd s d", hd=attn.heads)
     probs = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1).mean(1)    # softmax over the tokens, mean over heads
     return rearrange(probs[..., token_slice], "n (y x) t -> n t y x", y=map_res)
 
@@ -253,9 +256,8 @@ def score_first(hw: tuple, head_dim: int, map_res: int) -> bool:
 
 def _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint, views=None):
     N, (h, w), H, r = queries.shape[0], hw, attn.heads, map_res
-    lin = lambda layer, t: F.linear(t, layer.weight.float(), None if layer.bias is None else layer.bias.float())
-    q = lin(attn.to_q, queries.float()) * attn.scale                           # (N, h*w, H*d), scale folded in
-    kT = rearrange(lin(attn.to_k, context.float()), "n s (hd d) -> n hd d s", hd=H).contiguous()   # no copy per chunk
+    q = _linear_fp32(attn.to_q, queries.float()) * attn.scale                           # (N, h*w, H*d), scale folded in
+    kT = rearrange(_linear_fp32(attn.to_k, context.float()), "n s (hd d) -> n hd d s", hd=H).contiguous()   # no copy per chunk
     S, budget = kT.shape[-1], chunk or default_map_chunk(q.device)
     recompute = checkpoint or not (torch.is_grad_enabled() and (q.requires_grad or kT.requires_grad))
     Mh, Mw = bicubic_matrix(h, r, q.device), bicubic_matrix(w, r, q.device)

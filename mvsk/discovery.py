@@ -576,8 +576,7 @@ def select_and_extract(model, units, cond, cfg, out_dir, log, progress, keep=Non
     "Count StableKeypoints' selections over the objects, choose the K most frequent (or `keep` these ids), extract and triangulate; write the keypoint files."
     t0, dev, l = time.time(), model.device, cfg.loss
     first = {}
-    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), torch.no_grad():
-        torch.manual_seed(cfg.seed + 1)
+    with forked_rng(dev, cfg.seed + 1), torch.no_grad():
         def maps():
             for i in tqdm(range(min(cfg.n_select, len(units))), desc="select", disable=not progress, leave=False):
                 m = model.forward_sk(units[i]["views"][None].to(dev), cond[i]["cond_lat"].to(dev), cond[i]["encoder_hidden_states"].to(dev),
@@ -608,8 +607,7 @@ def object_maps(model, dataset, cfg: DiscoveryConfig = None) -> dict:
     units = as_units(dataset)
     check_views(model, units)
     cond, dev, out = _encode_conditions(model, units, cfg.seed, progress=False), model.device, {}
-    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-        torch.manual_seed(cfg.seed + 1)
+    with forked_rng(dev, cfg.seed + 1):
         for i in range(len(units)):
             u = units[i]
             m = model.forward_sk(u["views"][None].to(dev), cond[i]["cond_lat"].to(dev), cond[i]["encoder_hidden_states"].to(dev),

@@ -117,7 +117,7 @@ def keypoint_visibility(xy: torch.Tensor, depth: torch.Tensor, depth_maps: torch
 @dataclass(frozen=True)
 class RobotSpec:
     "A pybullet_data robot: URDF, upright base rotation (degrees, roll-pitch-yaw), joint rules, keypoint names."
-    urdf: str            # relative to the installed pybullet_data package's folder (pybullet_data.getDataPath())
+    urdf: str            # URDF path, found on pybullet's data search path (`connect` sets it)
     euler_deg: tuple = (0., 0., 0.)
     joints: tuple = ()   # (regex on joint name, nominal, amplitude); first match wins
     parts: tuple = ()    # (regex on link name, semantic template using the regex's groups, kind)
@@ -159,7 +159,7 @@ ROBOTS = {
     "r2d2": RobotSpec("r2d2.urdf", (0., 0., -90.),
                       ((r"^gripper_extension$", -0.19, 0.19), (r"_gripper_joint$", 0.27, 0.27), (r"^head_swivel$", 0.0, math.pi)),
                       ((r"^head$", "head", "head"),)),
-    "racecar": RobotSpec("racecar/racecar.urdf",   # the racecar model shipped in the pybullet_data package
+    "racecar": RobotSpec("racecar/racecar.urdf",
                          (0., 0., 0.), ((r"steering_hinge", 0.0, 0.5),)),
     "kuka": RobotSpec("kuka_iiwa/model.urdf", tips=((r"^lbr_iiwa_link_7$", "end_effector", "tip"),)),
     "panda": RobotSpec("franka_panda/panda.urdf", tips=((r"^panda_(?P<side>left|right)finger$", "{side}_finger_tip", "tip"),)),

@@ -21,22 +21,16 @@ def skip_and_force_flags():
     return skip, os.environ.get("MVSK_FLAGS", "").split()
 
 
-def thumbnail_png(data: str, max_px: int = THUMB_PX) -> str:
-    "A base64 PNG -> the base64 PNG of its thumbnail (longer side at most `max_px`, 256-colour palette)."
+def thumbnail_png(data: str, max_px: int = THUMB_PX) -> tuple:
+    "A base64 PNG -> (the base64 PNG of its thumbnail: longer side at most `max_px`, 256-colour palette; its own longer side)."
     import base64, io
     from PIL import Image
     img = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
-    if max(img.size) > max_px: img.thumbnail((max_px, max_px), Image.LANCZOS)
+    side = max(img.size)
+    if side > max_px: img.thumbnail((max_px, max_px), Image.LANCZOS)
     buf = io.BytesIO()
     img.quantize(256, method=Image.Quantize.MEDIANCUT).save(buf, "PNG", optimize=True)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _png_size(data: str) -> int:
-    "The longer side of a base64 PNG, in pixels."
-    import base64, io
-    from PIL import Image
-    return max(Image.open(io.BytesIO(base64.b64decode(data))).size)
+    return base64.b64encode(buf.getvalue()).decode(), side
 
 
 def shrink_figures(path):
@@ -50,8 +44,8 @@ def shrink_figures(path):
                 png = data["image/png"]
                 png = "".join(png) if isinstance(png, list) else png
                 png = png.replace("\n", "")
-                small = thumbnail_png(png)
-                if len(small) < len(png) or _png_size(png) > THUMB_PX: data["image/png"] = small
+                small, side = thumbnail_png(png)
+                if len(small) < len(png) or side > THUMB_PX: data["image/png"] = small
     Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
