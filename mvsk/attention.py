@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SK_LAYERS', 'MODES', 'SKSettings', 'PassState', 'EarlyExit', 'stable_keypoints_maps', 'bicubic_matrix',
-           'default_map_chunk', 'HeadMeanSoftmax', 'ViewGroupMaps', 'token_softmax_maps', 'score_first',
+           'default_map_chunk', 'HeadMeanSoftmax', 'ViewGroupMaps', 'score_first', 'token_softmax_maps',
            'reshape_and_tile', 'MVSKAttnProcessor', 'cross_attention_layers', 'install_processors']
 
 # %% ../nbs/03_attention.ipynb #0421bf3d
@@ -234,22 +234,7 @@ class ViewGroupMaps(torch.autograd.Function):
                 if d is not None: dst[g:g + ctx.views] = d
         return dq, dk, None, None, None, None, None
 
-# %% ../nbs/03_attention.ipynb #f4d227e7
-def token_softmax_maps(attn: Attention, queries: torch.Tensor, context: torch.Tensor, hw: tuple, map_res: int,
-                       token_slice: slice = slice(None), chunk: int = None, checkpoint: bool = True,
-                       views: int = None) -> torch.Tensor:
-    "(N, h*w, C) features, (N, S, D) context -> (N, T, r, r) float32 maps, softmax over the S context tokens, head-mean."
-    N, L, C = queries.shape
-    h, w = hw
-    if L != h * w: raise ValueError(f"queries must be (N, h*w={h * w}, C); got {tuple(queries.shape)}")
-    if context.ndim != 3 or context.shape[0] != N:
-        raise ValueError(f"context must be ({N}, S, D); got {tuple(context.shape)}")
-    if chunk is not None and chunk < 1: raise ValueError(f"chunk must be a positive number of elements; got {chunk}")
-    if views is not None and views < 1: raise ValueError(f"views must be a positive number of images; got {views}")
-    if views is not None and not checkpoint: raise ValueError("views (groups rebuilt in backward) needs checkpoint=True")
-    with torch.autocast(queries.device.type, enabled=False):   # float32 maps under mixed precision too
-        return _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint, views)
-
+# %% ../nbs/03_attention.ipynb #4321c12b
 def score_first(hw: tuple, head_dim: int, map_res: int) -> bool:
     "Whether `token_softmax_maps` scores at the layer's resolution, then resizes the logits (when the head dim is >= 2x the side)."
     return tuple(hw) != (map_res, map_res) and 2 * max(hw) <= head_dim
@@ -277,6 +262,22 @@ def _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoi
     else:                                                                      # groups of views, rebuilt in backward
         probs = ViewGroupMaps.apply(q, kT, factors, S, budget, token_slice, views)
     return rearrange(probs, "n (y x) t -> n t y x", y=r)
+
+# %% ../nbs/03_attention.ipynb #f4d227e7
+def token_softmax_maps(attn: Attention, queries: torch.Tensor, context: torch.Tensor, hw: tuple, map_res: int,
+                       token_slice: slice = slice(None), chunk: int = None, checkpoint: bool = True,
+                       views: int = None) -> torch.Tensor:
+    "(N, h*w, C) features, (N, S, D) context -> (N, T, r, r) float32 maps, softmax over the S context tokens, head-mean."
+    N, L, C = queries.shape
+    h, w = hw
+    if L != h * w: raise ValueError(f"queries must be (N, h*w={h * w}, C); got {tuple(queries.shape)}")
+    if context.ndim != 3 or context.shape[0] != N:
+        raise ValueError(f"context must be ({N}, S, D); got {tuple(context.shape)}")
+    if chunk is not None and chunk < 1: raise ValueError(f"chunk must be a positive number of elements; got {chunk}")
+    if views is not None and views < 1: raise ValueError(f"views must be a positive number of images; got {views}")
+    if views is not None and not checkpoint: raise ValueError("views (groups rebuilt in backward) needs checkpoint=True")
+    with torch.autocast(queries.device.type, enabled=False):   # float32 maps under mixed precision too
+        return _maps_fp32(attn, queries, context, hw, map_res, token_slice, chunk, checkpoint, views)
 
 # %% ../nbs/03_attention.ipynb #496d5140
 def reshape_and_tile(maps: torch.Tensor, hw: tuple, rows: int = GRID_ROWS, cols: int = GRID_COLS) -> torch.Tensor:

@@ -112,7 +112,7 @@ def _generate_main(argv):
           f"view_0..5.png, cond.png{', keypoints.json' if c['sk_steps'] else ''}, config.json")
 
 # %% ../nbs/18_cli.ipynb #d26c4ffb
-def _eval_main(argv):
+def _eval_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mvsk eval", description="Score a discovery or training run: without ground truth "
                                  "(agreement of its views through the cameras) and, with --data, against ground-truth keypoints; "
                                  "write report.md and report.png; with --strategies, compare fusion strategies.")
@@ -129,7 +129,11 @@ def _eval_main(argv):
     ap.add_argument("--strength", type=float, default=0.3, help="keypoint guidance strength (design plan: 0.3)")
     ap.add_argument("--adaptive", action="store_true", help="adaptive influence for --strategies")
     ap.add_argument("--n-objects", type=int, help="compare strategies on the first N objects only")
-    a = ap.parse_args(argv)
+    return ap
+
+# %% ../nbs/18_cli.ipynb #ff8d3b2d
+def _eval_main(argv):
+    a = _eval_parser().parse_args(argv)
     if a.run_dir and a.run and a.run_dir != a.run: raise UserError(f"two runs given: RUN {a.run_dir} and --run {a.run}")
     run = a.run_dir or a.run
     if run is None: raise UserError("which run? pass RUN (or --run RUN): a run directory of mvsk discover or mvsk train")

@@ -53,6 +53,7 @@ def check_run_dir(out, cfg, resume: bool, overwrite: bool, kind: str = "discover
     elif out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{out} is not empty: pass --resume to continue its run or --overwrite to replace it")
 
+# %% ../nbs/16_commands.ipynb #b2c7e103
 def _tokens_model(path):
     "The model id a tokens file was made with (its metadata), None when it does not say."
     from safetensors import safe_open
@@ -116,6 +117,7 @@ def discovery_config(model="tiny", config=None, **overrides):
     from mvsk.discovery import DiscoveryConfig, demo_config
     return merged_config(demo_config() if model in ("tiny", "mini") else DiscoveryConfig(), config, **overrides)
 
+# %% ../nbs/16_commands.ipynb #2e7be1c4
 DISCOVER_FLAGS = ("seed", "steps", "n_tokens", "n_keypoints", "map_res", "n_augment", "batch_size", "lr")
 
 def discover_cmd(data="data/sample", out="outputs/discover", model="tiny", device="cpu", config=None, resume=False,
@@ -267,11 +269,34 @@ def _bar_figure(rows, cols, title, path):
     ax.set_ylim(0, 1); ax.legend(); ax.set_title(title)
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
+# %% ../nbs/16_commands.ipynb #f3844269
+def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) -> str:
+    "report.md of `eval_cmd`: the diagnostics table, the ground-truth table when there is one, and what each column means."
+    from mvsk.eval import to_markdown
+    md = [f"# mvsk eval: {run.name}", "", "## Without ground truth", "",
+          f"All {len(objs)} objects of the run ({', '.join(objs)}), the six target views of frame 0, weighted by confidence x "
+          f"visible, with the cameras the run triangulated with.", "", to_markdown(drows), "",
+          "reproj: distance (tile units) between a view's keypoint and the reprojection of the keypoint's triangulation; agree: "
+          "share of weighted (view, keypoint) within 0.05 of it; spread: mean distance between two keypoints of a view; used: "
+          "share of (object, view, keypoint) with positive weight. Sanity rows: 3D-consistent points (projections of random 3D "
+          "points in the object's sphere) = ceiling; random (tile) = floor.", ""]
+    if rows:
+        md += ["## With ground truth", "", f"Data: `{data}` ({len(names)} objects with ground truth: {', '.join(names)}).", "",
+               to_markdown(rows), "",
+               "PCK@a: matched keypoints within a*tile of the ground truth, over visible views (Hungarian matching on the mean "
+               "2D distance); MV-PCK: within a in every view where visible; coverage: matched share of the ground truth; "
+               "3D err: triangulated error in world units (object radius 0.5); SK reg err: StableKeypoints' linear regressor "
+               "(held-out objects); align: the matching of one instance applied to another of the same robot. Sanity rows: "
+               "oracle (ground truth + noise) ~ perfect; random and mask centroid = floor.", ""]
+    elif data is not None: md += [f"`{data}` holds no ground truth (keypoints.json) for the run's objects.", ""]
+    md += ["![report](report.png)", ""]
+    return "\n".join(md)
+
 # %% ../nbs/16_commands.ipynb #5e5a0d6e
 def eval_cmd(run, data=None, out=None, alphas=(0.05, 0.1), seed=0) -> dict:
     "Score a run without ground truth (and against `data`'s, where it has some); write report.md + report.png -> {'diagnostics', 'ground_truth' (rows or None), 'scored'}."
     from mvsk.data import load_views
-    from mvsk.eval import report, read_view_masks, to_markdown, diagnostics_report
+    from mvsk.eval import report, read_view_masks, diagnostics_report
     run = Path(run)
     with user_input():
         preds, cams = read_run_keypoints(run), read_run_cameras(run)
@@ -291,24 +316,7 @@ def eval_cmd(run, data=None, out=None, alphas=(0.05, 0.1), seed=0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if rows: _bar_figure(rows, [f"PCK@{a:g}" for a in alphas], f"{run.name} on {Path(data).name}: {len(names)} objects", out / "report.png")
     else: _bar_figure(drows, ["agree@0.05", "spread", "used"], f"{run.name}: {len(objs)} objects, no ground truth", out / "report.png")
-    md = [f"# mvsk eval: {run.name}", "", "## Without ground truth", "",
-          f"All {len(objs)} objects of the run ({', '.join(objs)}), the six target views of frame 0, weighted by confidence x "
-          f"visible, with the cameras the run triangulated with.", "", to_markdown(drows), "",
-          "reproj: distance (tile units) between a view's keypoint and the reprojection of the keypoint's triangulation; agree: "
-          "share of weighted (view, keypoint) within 0.05 of it; spread: mean distance between two keypoints of a view; used: "
-          "share of (object, view, keypoint) with positive weight. Sanity rows: 3D-consistent points (projections of random 3D "
-          "points in the object's sphere) = ceiling; random (tile) = floor.", ""]
-    if rows:
-        md += ["## With ground truth", "", f"Data: `{data}` ({len(names)} objects with ground truth: {', '.join(names)}).", "",
-               to_markdown(rows), "",
-               "PCK@a: matched keypoints within a*tile of the ground truth, over visible views (Hungarian matching on the mean "
-               "2D distance); MV-PCK: within a in every view where visible; coverage: matched share of the ground truth; "
-               "3D err: triangulated error in world units (object radius 0.5); SK reg err: StableKeypoints' linear regressor "
-               "(held-out objects); align: the matching of one instance applied to another of the same robot. Sanity rows: "
-               "oracle (ground truth + noise) ~ perfect; random and mask centroid = floor.", ""]
-    elif data is not None: md += [f"`{data}` holds no ground truth (keypoints.json) for the run's objects.", ""]
-    md += ["![report](report.png)", ""]
-    (out / "report.md").write_text("\n".join(md))
+    (out / "report.md").write_text(_eval_markdown(run, objs, drows, rows, data, names))
     return {"diagnostics": drows, "ground_truth": rows, "scored": names}
 
 # %% ../nbs/16_commands.ipynb #ed851057

@@ -171,6 +171,7 @@ def _check_files(folder: Path):
     for f in VIEW_FILES:
         if not (folder / f).is_file(): raise FileNotFoundError(f"missing image file: {folder / f} (every object needs {VIEW_FILES[0]} ... {VIEW_FILES[-1]})")
 
+# %% ../nbs/09_data.ipynb #34d9ca8b
 class MultiViewDataset(Dataset):
     "Objects in the Zero123++ fine-tuning layout `<root>/<object>/000.png ... 006.png`; items as `load_views` returns them."
     def __init__(self, root, objects=None, background="gray", size: int = None, resize: bool = False,

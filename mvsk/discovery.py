@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['OBJECTIVES', 'CHECKPOINT', 'CHECKPOINT_FORMAT', 'DISCOVERY_MAY_CHANGE', 'TRAIN_MAY_CHANGE', 'VIEW_LABELS',
-           'CSV_FIELDS', 'LOSS_FIELDS', 'RunSettings', 'DiscoveryConfig', 'loss_config_from_dict', 'demo_config',
+           'CSV_FIELDS', 'LOSS_FIELDS', 'RunSettings', 'loss_config_from_dict', 'DiscoveryConfig', 'demo_config',
            'discovery_datasets', 'DiscoveryUnits', 'as_units', 'batch_units', 'view_maps_fn', 'atomic_write',
            'atomic_write_text', 'save_checkpoint', 'load_checkpoint', 'resume_state', 'library_versions',
            'prepare_run_dir', 'run_logger', 'close_logger', 'write_history', 'append_history', 'log_step', 'rng_state',
-           'set_rng_state', 'forked_rng', 'start_run', 'write_summary', 'consistency_weight_at', 'same_rig',
-           'train_epoch', 'discovery_step', 'object_keypoints', 'write_keypoint_files', 'write_pictures', 'check_views',
-           'discover', 'select_and_extract', 'object_maps']
+           'set_rng_state', 'forked_rng', 'start_run', 'write_summary', 'run_config', 'tokens_metadata',
+           'freeze_components', 'consistency_weight_at', 'same_rig', 'train_epoch', 'discovery_step',
+           'object_keypoints', 'write_keypoint_files', 'write_pictures', 'check_views', 'select_and_extract',
+           'discover', 'object_maps']
 
 # %% ../nbs/12_discovery.ipynb #adaf07df
 import csv, json, logging, os, platform, shutil, time
@@ -44,6 +45,39 @@ class RunSettings:
         if unknown: raise ValueError(f"unknown {cls._what} {sorted(unknown)}")
         return cls(**d)
 
+# %% ../nbs/12_discovery.ipynb #192f533b
+def _check_counts(T: int, K: int, l: LossConfig):
+    "K keypoints chosen among loss.n_candidates among T tokens, and the loss's own K among its candidates."
+    if K > T: raise ValueError(f"cannot choose n_keypoints K={K} keypoint tokens from n_tokens T={T}")
+    if l.n_candidates > T: raise ValueError(f"loss.n_candidates={l.n_candidates} exceeds n_tokens T={T}")
+    if K > l.n_candidates: raise ValueError(f"n_keypoints K={K} cannot exceed loss.n_candidates={l.n_candidates} (FPS picks K of them per object)")
+    if l.n_keypoints > l.n_candidates: raise ValueError(f"loss.n_keypoints={l.n_keypoints} cannot exceed loss.n_candidates={l.n_candidates}")
+
+def loss_config_from_dict(d: dict) -> LossConfig:
+    unknown = set(d) - {f.name for f in fields(LossConfig)}
+    if unknown: raise ValueError(f"unknown loss settings {sorted(unknown)}")
+    return LossConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+def _check_discovery(cfg):
+    "Every check a DiscoveryConfig passes when it is made (its loss given as a dict becomes a LossConfig)."
+    if isinstance(cfg.loss, dict): cfg.loss = loss_config_from_dict(cfg.loss)
+    if not isinstance(cfg.loss, LossConfig): raise ValueError(f"loss must be a LossConfig; got {type(cfg.loss).__name__}")
+    for k in ("n_tokens", "n_keypoints", "steps", "batch_size", "micro_batch", "map_res", "n_select", "n_augment",
+              "checkpoint_every"):
+        v = getattr(cfg, k)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{k} must be a positive integer; got {v!r}")
+    if cfg.micro_batch > cfg.batch_size:
+        raise ValueError(f"micro_batch ({cfg.micro_batch}) cannot exceed batch_size ({cfg.batch_size})")
+    if cfg.objective not in OBJECTIVES: raise ValueError(f"objective must be one of {OBJECTIVES}; got {cfg.objective!r}")
+    if cfg.context not in ("replace", "append"): raise ValueError(f"context must be 'replace' or 'append'; got {cfg.context!r}")
+    if cfg.context == "append" and cfg.loss.full_softmax:
+        raise ValueError("context='append' maps are a slice of a wider softmax: use loss=LossConfig(full_softmax=False)")
+    if cfg.lr <= 0 or cfg.sk_consistency_weight < 0 or cfg.consistency_ramp_steps < 0 or cfg.timestep < 0:
+        raise ValueError(f"lr must be > 0 and sk_consistency_weight, consistency_ramp_steps, timestep >= 0; got "
+                         f"{cfg.lr}, {cfg.sk_consistency_weight}, {cfg.consistency_ramp_steps}, {cfg.timestep}")
+    if not 0 <= cfg.visible_threshold <= 1: raise ValueError(f"visible_threshold must be in [0, 1]; got {cfg.visible_threshold}")
+    _check_counts(cfg.n_tokens, cfg.n_keypoints, cfg.loss)
+
 # %% ../nbs/12_discovery.ipynb #78dd38e7
 OBJECTIVES = ("sk", "integrated")
 
@@ -72,38 +106,9 @@ class DiscoveryConfig(RunSettings):
     checkpoint_every: int = 50          # ours: steps between checkpoints (and one at the end)
     loss: LossConfig = field(default_factory=lambda: LossConfig(n_keypoints=10))   # StableKeypoints: FPS of 10 of 25
 
-    def __post_init__(self):
-        if isinstance(self.loss, dict): self.loss = loss_config_from_dict(self.loss)
-        if not isinstance(self.loss, LossConfig): raise ValueError(f"loss must be a LossConfig; got {type(self.loss).__name__}")
-        for k in ("n_tokens", "n_keypoints", "steps", "batch_size", "micro_batch", "map_res", "n_select", "n_augment",
-                  "checkpoint_every"):
-            v = getattr(self, k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{k} must be a positive integer; got {v!r}")
-        if self.micro_batch > self.batch_size:
-            raise ValueError(f"micro_batch ({self.micro_batch}) cannot exceed batch_size ({self.batch_size})")
-        if self.objective not in OBJECTIVES: raise ValueError(f"objective must be one of {OBJECTIVES}; got {self.objective!r}")
-        if self.context not in ("replace", "append"): raise ValueError(f"context must be 'replace' or 'append'; got {self.context!r}")
-        if self.context == "append" and self.loss.full_softmax:
-            raise ValueError("context='append' maps are a slice of a wider softmax: use loss=LossConfig(full_softmax=False)")
-        if self.lr <= 0 or self.sk_consistency_weight < 0 or self.consistency_ramp_steps < 0 or self.timestep < 0:
-            raise ValueError(f"lr must be > 0 and sk_consistency_weight, consistency_ramp_steps, timestep >= 0; got "
-                             f"{self.lr}, {self.sk_consistency_weight}, {self.consistency_ramp_steps}, {self.timestep}")
-        if not 0 <= self.visible_threshold <= 1: raise ValueError(f"visible_threshold must be in [0, 1]; got {self.visible_threshold}")
-        _check_counts(self.n_tokens, self.n_keypoints, self.loss)
+    def __post_init__(self): _check_discovery(self)
 
 # %% ../nbs/12_discovery.ipynb #ca3e0716
-def _check_counts(T: int, K: int, l: LossConfig):
-    "K keypoints chosen among loss.n_candidates among T tokens, and the loss's own K among its candidates."
-    if K > T: raise ValueError(f"cannot choose n_keypoints K={K} keypoint tokens from n_tokens T={T}")
-    if l.n_candidates > T: raise ValueError(f"loss.n_candidates={l.n_candidates} exceeds n_tokens T={T}")
-    if K > l.n_candidates: raise ValueError(f"n_keypoints K={K} cannot exceed loss.n_candidates={l.n_candidates} (FPS picks K of them per object)")
-    if l.n_keypoints > l.n_candidates: raise ValueError(f"loss.n_keypoints={l.n_keypoints} cannot exceed loss.n_candidates={l.n_candidates}")
-
-def loss_config_from_dict(d: dict) -> LossConfig:
-    unknown = set(d) - {f.name for f in fields(LossConfig)}
-    if unknown: raise ValueError(f"unknown loss settings {sorted(unknown)}")
-    return LossConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
 def demo_config(**overrides) -> DiscoveryConfig:
     "Small settings for the tiny model on the bundled sample (ours: minutes on 2 CPU cores); StableKeypoints' in DiscoveryConfig()."
     base = dict(n_tokens=64, n_keypoints=8, steps=40, batch_size=4, micro_batch=4, map_res=32, n_augment=4,
@@ -212,9 +217,6 @@ def view_maps_fn(model, cond_lat: torch.Tensor, encoder_hidden_states: torch.Ten
     return maps_fn
 
 # %% ../nbs/12_discovery.ipynb #36d0a26f
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = "mvsk-discovery-checkpoint-1"
-
 def atomic_write(path: Path, write):
     "Call write(tmp) on a temporary file beside `path`, then os.replace it onto `path`; the temp file goes on failure."
     path = Path(path)
@@ -230,6 +232,10 @@ def atomic_write_text(path, text: str) -> Path:
     "Write `text` to `path` atomically (temporary file, then os.replace)."
     return atomic_write(path, lambda p: p.write_text(text))
 
+# %% ../nbs/12_discovery.ipynb #e418cd25
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "mvsk-discovery-checkpoint-1"
+
 def save_checkpoint(out_dir, state: dict, fmt: str = CHECKPOINT_FORMAT) -> Path:
     "Write `state` (tokens, optimizer, step, rng, history, config) to out_dir/checkpoint.pt atomically, tagged `fmt`."
     return atomic_write(Path(out_dir) / CHECKPOINT, lambda p: torch.save({**state, "format": fmt}, p))
@@ -244,6 +250,7 @@ def load_checkpoint(out_dir, fmt: str = CHECKPOINT_FORMAT, mmap: bool = False) -
                          f"it is tagged {state.get('format') if isinstance(state, dict) else None!r}")
     return state
 
+# %% ../nbs/12_discovery.ipynb #2807f081
 DISCOVERY_MAY_CHANGE = ("steps", "checkpoint_every")              # what a resumed discovery run may change
 TRAIN_MAY_CHANGE = ("steps", "checkpoint_every", "tensorboard")     # ... and a resumed training run
 
@@ -349,6 +356,22 @@ def write_summary(out_dir: Path, summary: dict) -> dict:
     summary = {**summary, "files": sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+# %% ../nbs/12_discovery.ipynb #6b8b403a
+def run_config(model, units, model_id: str, seed: int, **extra) -> dict:
+    "What config.json records beside the settings: model id, seed, token count and width, view size, device, UNet dtype, `extra`, objects."
+    return {"model": model_id, "seed": seed, "n_tokens": model.tokens.n_tokens, "token_dim": model.tokens.dim,
+            "view_size": model.components.view_size, "device": str(model.device), "unet_dtype": str(model.dtype),
+            **extra, "objects": [units.name(i) for i in range(len(units))]}
+
+def tokens_metadata(cfg, model_id: str, counts: torch.Tensor, units) -> dict:
+    "The metadata saved in tokens.safetensors: settings, model id, how often each token was selected, objects, versions."
+    return {"config": cfg.to_dict(), "model": model_id, "counts": counts.tolist(),
+            "objects": [units.name(i) for i in range(len(units))], "versions": library_versions()}
+
+def freeze_components(model):
+    "Switch off the gradient of every network in the model's components; the caller then enables what it trains."
+    for m in model.components.modules().values(): m.requires_grad_(False)
 
 # %% ../nbs/12_discovery.ipynb #90a7eeff
 def consistency_weight_at(cfg: DiscoveryConfig, step: int) -> float:
@@ -508,69 +531,6 @@ def _encode_conditions(model, units: DiscoveryUnits, seed: int, progress: bool) 
         out.append(dict(cond_lat=encode_condition_image(comp, c, generator=g)["cond_lat"], encoder_hidden_states=global_embeddings(comp, c)))
     return out
 
-# %% ../nbs/12_discovery.ipynb #ced8eae3
-def discover(model, dataset, out_dir, cfg: DiscoveryConfig = None, resume: bool = False, overwrite: bool = False,
-             model_id: str = None, callback=None, progress: bool = True, pictures: bool = True) -> dict:
-    "StableKeypoints on multi-view objects: optimise model.tokens, select K, extract + triangulate, write the run directory."
-    cfg = cfg or DiscoveryConfig()
-    t_start = time.time()
-    _check_settings(model, cfg)
-    units = as_units(dataset)
-    check_views(model, units)
-    out_dir = Path(out_dir)
-    state = resume_state(out_dir, cfg, DISCOVERY_MAY_CHANGE) if resume else None
-    prepare_run_dir(out_dir, resume, overwrite)
-    log = run_logger(out_dir)
-    dev, bar = model.device, None
-    try:
-        for m in model.components.modules().values(): m.requires_grad_(False)
-        model.eval()
-        model.tokens = KeypointTokens(cfg.n_tokens, model.unet.config.cross_attention_dim, seed=cfg.seed).to(dev)
-        opt = torch.optim.Adam([model.tokens.embeddings], lr=cfg.lr)
-        config = {"model": model_id, "seed": cfg.seed, "n_tokens": cfg.n_tokens, "token_dim": model.tokens.dim,
-                  "view_size": model.components.view_size, "device": str(dev), "unet_dtype": str(model.dtype),
-                  "objects": [units.name(i) for i in range(len(units))]}
-        history, start = start_run(out_dir, "discovery", cfg, config, state, LOSS_FIELDS, log)
-        if state is None: log.info(f"discover: {len(units)} objects x frames, model {model_id}, settings {json.dumps(cfg.to_dict())}")
-        else:
-            with torch.no_grad(): model.tokens.embeddings.copy_(state["tokens"].to(dev))
-            opt.load_state_dict(state["optimizer"])
-        cond = _encode_conditions(model, units, cfg.seed, progress)
-        t0 = time.time()
-        with forked_rng(dev, cfg.seed, state["rng"] if state is not None else None):
-            bar = tqdm(total=cfg.steps, initial=start, desc="discover", disable=not progress)
-            for step in range(start, cfg.steps):
-                ts = time.time()
-                rec = discovery_step(model, units, cond, batch_units(len(units), cfg.batch_size, cfg.seed, step), step, cfg, opt)
-                rec = {"step": step + 1, **rec, "seconds": round(time.time() - ts, 4)}
-                history.append(rec); log_step(out_dir, rec, LOSS_FIELDS, log)
-                bar.update(1); bar.set_postfix(loss=f"{rec['loss']:.4g}")
-                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                    save_checkpoint(out_dir, dict(step=step + 1, tokens=model.tokens.embeddings.detach().cpu().clone(),
-                                                  optimizer=opt.state_dict(), rng=rng_state(dev), history=history,
-                                                  config=cfg.to_dict()))
-                    log.info(f"checkpoint at step {step + 1}")
-                if callback is not None: callback(step + 1, rec)
-        t_opt = time.time() - t0
-        result = select_and_extract(model, units, cond, cfg, out_dir, log, progress)
-        result["history"] = history
-        tokens_meta = {"config": cfg.to_dict(), "model": model_id, "counts": result["counts"].tolist(),
-                       "objects": [units.name(i) for i in range(len(units))], "versions": library_versions()}
-        atomic_write(out_dir / "tokens.safetensors", lambda p: model.tokens.save(p, metadata=tokens_meta))
-        t1 = time.time()
-        maps0 = result.pop("maps0")
-        written = write_pictures(out_dir, units, result["keypoints"], maps0, result["tokens"], history) if pictures else []
-        seconds = dict(optimise=round(t_opt, 2), select_extract=round(result.pop("seconds"), 2),
-                       pictures=round(time.time() - t1, 2), total=round(time.time() - t_start, 2))
-        write_summary(out_dir, {"objects": len(units), "steps": cfg.steps, "resumed_from": start if state is not None else None,
-                                "tokens": result["tokens"].tolist(), "counts": result["counts"].tolist(),
-                                "final_loss": history[-1]["loss"] if history else None, "seconds": seconds})
-        log.info(f"done in {seconds['total']} s: {json.dumps(seconds)}; {len(written)} pictures")
-        return {**result, "out_dir": out_dir, "seconds": seconds}
-    finally:
-        if bar is not None: bar.close()
-        close_logger(log)
-
 # %% ../nbs/12_discovery.ipynb #e31f3bef
 def select_and_extract(model, units, cond, cfg, out_dir, log, progress, keep=None) -> dict:
     "Count StableKeypoints' selections over the objects, choose the K most frequent (or `keep` these ids), extract and triangulate; write the keypoint files."
@@ -598,6 +558,75 @@ def select_and_extract(model, units, cond, cfg, out_dir, log, progress, keep=Non
     n_tri = sum(int((~r["points"].isnan().any(-1)).sum()) for r in results)
     log.info(f"extracted {len(results)} x {len(VIEW_LABELS)} views x {len(sel)} keypoints; {n_tri} triangulated")
     return {"tokens": sel, "counts": counts, "keypoints": results, "maps0": first["maps"], "seconds": time.time() - t0}
+
+# %% ../nbs/12_discovery.ipynb #44b93168
+def _optimise(model, units: DiscoveryUnits, cond: list, cfg: DiscoveryConfig, opt, out_dir: Path, history: list, start: int,
+              state: dict, log, callback, progress: bool):
+    "discover's loop: steps start+1 .. cfg.steps, each logged to `history` and the files, a checkpoint every cfg.checkpoint_every."
+    dev = model.device
+    with forked_rng(dev, cfg.seed, state["rng"] if state is not None else None), \
+         tqdm(total=cfg.steps, initial=start, desc="discover", disable=not progress) as bar:
+        for step in range(start, cfg.steps):
+            ts = time.time()
+            rec = discovery_step(model, units, cond, batch_units(len(units), cfg.batch_size, cfg.seed, step), step, cfg, opt)
+            rec = {"step": step + 1, **rec, "seconds": round(time.time() - ts, 4)}
+            history.append(rec); log_step(out_dir, rec, LOSS_FIELDS, log)
+            bar.update(1); bar.set_postfix(loss=f"{rec['loss']:.4g}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                save_checkpoint(out_dir, dict(step=step + 1, tokens=model.tokens.embeddings.detach().cpu().clone(),
+                                              optimizer=opt.state_dict(), rng=rng_state(dev), history=history,
+                                              config=cfg.to_dict()))
+                log.info(f"checkpoint at step {step + 1}")
+            if callback is not None: callback(step + 1, rec)
+
+# %% ../nbs/12_discovery.ipynb #cb32853e
+def _finish_discovery(model, units, cond, cfg: DiscoveryConfig, out_dir: Path, log, history: list, resumed_from,
+                      model_id: str, progress: bool, pictures: bool, seconds: dict) -> dict:
+    "The end of discover: select and extract, save the tokens, draw the pictures, write summary.json."
+    result = select_and_extract(model, units, cond, cfg, out_dir, log, progress)
+    result["history"] = history
+    meta = tokens_metadata(cfg, model_id, result["counts"], units)
+    atomic_write(out_dir / "tokens.safetensors", lambda p: model.tokens.save(p, metadata=meta))
+    t1 = time.time()
+    maps0 = result.pop("maps0")
+    written = write_pictures(out_dir, units, result["keypoints"], maps0, result["tokens"], history) if pictures else []
+    seconds = dict(seconds, select_extract=round(result.pop("seconds"), 2), pictures=round(time.time() - t1, 2))
+    seconds["total"] = round(time.time() - seconds.pop("start"), 2)
+    write_summary(out_dir, {"objects": len(units), "steps": cfg.steps, "resumed_from": resumed_from,
+                            "tokens": result["tokens"].tolist(), "counts": result["counts"].tolist(),
+                            "final_loss": history[-1]["loss"] if history else None, "seconds": seconds})
+    log.info(f"done in {seconds['total']} s: {json.dumps(seconds)}; {len(written)} pictures")
+    return {**result, "out_dir": out_dir, "seconds": seconds}
+
+# %% ../nbs/12_discovery.ipynb #ced8eae3
+def discover(model, dataset, out_dir, cfg: DiscoveryConfig = None, resume: bool = False, overwrite: bool = False,
+             model_id: str = None, callback=None, progress: bool = True, pictures: bool = True) -> dict:
+    "StableKeypoints on multi-view objects: optimise model.tokens, select K, extract + triangulate, write the run directory."
+    cfg = cfg or DiscoveryConfig()
+    t_start = time.time()
+    _check_settings(model, cfg)
+    units = as_units(dataset)
+    check_views(model, units)
+    out_dir = Path(out_dir)
+    state = resume_state(out_dir, cfg, DISCOVERY_MAY_CHANGE) if resume else None
+    prepare_run_dir(out_dir, resume, overwrite)
+    log = run_logger(out_dir)
+    try:
+        freeze_components(model); model.eval()
+        model.tokens = KeypointTokens(cfg.n_tokens, model.unet.config.cross_attention_dim, seed=cfg.seed).to(model.device)
+        opt = torch.optim.Adam([model.tokens.embeddings], lr=cfg.lr)
+        history, start = start_run(out_dir, "discovery", cfg, run_config(model, units, model_id, cfg.seed), state, LOSS_FIELDS, log)
+        if state is None: log.info(f"discover: {len(units)} objects x frames, model {model_id}, settings {json.dumps(cfg.to_dict())}")
+        else:
+            with torch.no_grad(): model.tokens.embeddings.copy_(state["tokens"].to(model.device))
+            opt.load_state_dict(state["optimizer"])
+        cond = _encode_conditions(model, units, cfg.seed, progress)
+        t0 = time.time()
+        _optimise(model, units, cond, cfg, opt, out_dir, history, start, state, log, callback, progress)
+        return _finish_discovery(model, units, cond, cfg, out_dir, log, history, start if state is not None else None, model_id,
+                                 progress, pictures, dict(start=t_start, optimise=round(time.time() - t0, 2)))
+    finally:
+        close_logger(log)
 
 # %% ../nbs/12_discovery.ipynb #a86e3706
 @torch.no_grad()

@@ -115,6 +115,7 @@ def _check_pred(pred_xy, gt, need_xyz=False):
     _check_xy(pred_xy, "pred_xy", B, V)
     return B, V, pred_xy.shape[2], N
 
+# %% ../nbs/14_eval.ipynb #406b4b14
 def match_cost(pred_xy: torch.Tensor, gt: dict) -> torch.Tensor:
     "(B, 6, K, 2) discovered + gt ('xy' (B, 6, N, 2), 'visible' (B, 6, N)), normalised (x, y) -> (B, K, N) mean distance over the views where gt is visible; NaN for gt visible nowhere."
     _check_pred(pred_xy, gt)
@@ -501,6 +502,7 @@ def runnable_strategies(strategies=None, gates=None) -> tuple:
         raise ValueError(f"strategies {gated} need trained gates (a training run's gates.safetensors); without them they would equal 'none'")
     return names
 
+# %% ../nbs/14_eval.ipynb #e03d90bd
 def compare_strategies(model, items: list, strategies=None,
                        tokens=None, selected=None, steps: int = 28, seed: int = 0, strength: float = 0.3,
                        guidance_every: int = 5, agree_threshold: float = 0.05, n_augment: int = 10,

@@ -282,25 +282,29 @@ class KeypointFusion:
         "Whether the processor must call this object (False: plain attention, no work)."
         return (self.name != "none" or bool(self.record)) and (self.maps is not None or not self.strategy.uses_maps)
 
-    def set_maps(self, maps: torch.Tensor) -> "KeypointFusion":
-        "Use new per-view maps (B, 6, K, r, r) (e.g. from the latest keypoint pass); returns self."
-        _check_maps_tensor(maps, None if self.tokens is None else self.tokens.shape[0])
-        self.maps, self._tiled = maps, {}
-        self.token_sum, self.token_mean = maps.sum((1, 3, 4)), maps.mean((1, 3, 4))
-        if self.adaptive:
-            c = map_confidence(maps) if self._fixed_confidence is None else self._fixed_confidence
-            if tuple(c.shape) != tuple(maps.shape[:1] + maps.shape[2:3]):
-                raise ValueError(f"confidence must be (B, K) = {tuple(maps.shape[:1] + maps.shape[2:3])} like the maps; got {tuple(c.shape)}")
-            self.confidence = c.to(maps.device)
-        return self
+# %% ../nbs/07_fusion.ipynb #ed4aaed0
+@patch
+def set_maps(self: KeypointFusion, maps: torch.Tensor) -> "KeypointFusion":
+    "Use new per-view maps (B, 6, K, r, r) (e.g. from the latest keypoint pass); returns self."
+    _check_maps_tensor(maps, None if self.tokens is None else self.tokens.shape[0])
+    self.maps, self._tiled = maps, {}
+    self.token_sum, self.token_mean = maps.sum((1, 3, 4)), maps.mean((1, 3, 4))
+    if self.adaptive:
+        c = map_confidence(maps) if self._fixed_confidence is None else self._fixed_confidence
+        if tuple(c.shape) != tuple(maps.shape[:1] + maps.shape[2:3]):
+            raise ValueError(f"confidence must be (B, K) = {tuple(maps.shape[:1] + maps.shape[2:3])} like the maps; got {tuple(c.shape)}")
+        self.confidence = c.to(maps.device)
+    return self
 
-    def parameters(self) -> list:
-        "The trainable parameters of the strategy (the gates of `hierarchical`), for an optimiser."
-        return [] if self.gates is None else list(self.gates.parameters())
+@patch
+def parameters(self: KeypointFusion) -> list:
+    "The trainable parameters of the strategy (the gates of `hierarchical`), for an optimiser."
+    return [] if self.gates is None else list(self.gates.parameters())
 
-    def __repr__(self):
-        return (f"KeypointFusion({self.name!r}, K={None if self.tokens is None else self.tokens.shape[0]}, strength={self.strength}, "
-                f"maps={None if self.maps is None else tuple(self.maps.shape)}, uncond={self.uncond!r}, adaptive={self.adaptive})")
+@patch
+def __repr__(self: KeypointFusion):
+    return (f"KeypointFusion({self.name!r}, K={None if self.tokens is None else self.tokens.shape[0]}, strength={self.strength}, "
+            f"maps={None if self.maps is None else tuple(self.maps.shape)}, uncond={self.uncond!r}, adaptive={self.adaptive})")
 
 # %% ../nbs/07_fusion.ipynb #21a2c96c
 @patch
@@ -319,6 +323,7 @@ def _guided_rows(self: KeypointFusion, n_rows: int) -> tuple:
     raise ValueError(f"the main pass has {n_rows} rows but the maps are for B={B} objects: expected {B} rows (no CFG) "
                      f"or {2 * B} ([uncond, cond])")
 
+# %% ../nbs/07_fusion.ipynb #f62ee73b
 @patch
 def __call__(self: KeypointFusion, attn: Attention, hidden_states, encoder_hidden_states, attention_mask, hw: tuple, layer: str):
     "Cross-attention output (B, N, C) of this layer with the strategy applied to the guided rows."
@@ -328,7 +333,6 @@ def __call__(self: KeypointFusion, attn: Attention, hidden_states, encoder_hidde
     if self.tokens is not None and self.tokens.shape[1] != attn.to_k.in_features:
         raise ValueError(f"tokens must be (K, {attn.to_k.in_features}) for layer {layer}; got {tuple(self.tokens.shape)}")
     start, rep = self._guided_rows(h.shape[0])
-    n = h.shape[0] - start
     conf = None
     if self.maps is not None:
         maps, tsum, tmean = self._tiled_maps(tuple(hw)), self.token_sum, self.token_mean

@@ -47,13 +47,14 @@ def frequent_tokens(maps, k: int = 16, per_object: int = None, n_candidates: int
     order = sorted(range(len(counts)), key=lambda t: (-int(counts[t]), t))
     return torch.tensor(order[:k]), counts
 
-# %% ../nbs/06_keypoints.ipynb #007b49fb
+# %% ../nbs/06_keypoints.ipynb #f901fbf7
 def _check_images(images):
     if not (isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] == 3 and images.is_floating_point()):
         raise ValueError(f"images must be (N, 3, H, W) floats in [0, 1]; got {describe(images)}")
     if images.min() < 0 or images.max() > 1:
         raise ValueError(f"images must be (N, 3, H, W) in [0, 1]; got values in [{images.min():.3g}, {images.max():.3g}]")
 
+# %% ../nbs/06_keypoints.ipynb #007b49fb
 @torch.no_grad()
 def extract_keypoints(images: torch.Tensor, maps_fn, tokens, n_augment: int = 10, affine: RandomAffine = None,
                       radius: float = None, agree_radius: float = None, full_softmax: bool = True) -> dict:

@@ -24,6 +24,7 @@ from .data import MultiViewDataset
 from .unet import RefOnlyNoisedUNet
 from .losses import nvs_loss
 from .eval import psnr, ssim
+from .discovery import atomic_write
 
 # %% ../nbs/15_mini.ipynb #f3730650
 @dataclass
@@ -166,19 +167,16 @@ def _with_unet(comp, unet):
     from dataclasses import replace
     return replace(comp, unet=unet)
 
-def _atomic_save(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp); os.replace(tmp, path)
-
 HISTORY_FIELDS = ("step", "loss", "t_mean", "lr", "grad_norm", "seconds")
 EVAL_FIELDS = ("step", "psnr", "ssim", "fg_iou")
 
 def _rewrite_csv(path: Path, rows: list, fields):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields); w.writeheader()
-        for r in rows: w.writerow({k: r[k] for k in fields})
-    os.replace(tmp, path)
+    "Replace the CSV at `path` by `rows` (atomically)."
+    def write(p):
+        with open(p, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields); w.writeheader()
+            for r in rows: w.writerow({k: r[k] for k in fields})
+    atomic_write(path, write)
 
 def _append_csv(path: Path, row: dict, fields):
     new = not path.exists()
@@ -186,6 +184,31 @@ def _append_csv(path: Path, row: dict, fields):
         w = csv.DictWriter(f, fieldnames=fields)
         if new: w.writeheader()
         w.writerow({k: row[k] for k in fields})
+
+# %% ../nbs/15_mini.ipynb #59fae851
+def _resume_unet(ck: Path, cfg: MiniConfig, unet, ema, opt, g: torch.Generator, out_dir: Path) -> tuple:
+    "Load train_unet's checkpoint into the UNet, the EMA, AdamW and the generator; trim the CSVs to it -> (step, history)."
+    state = torch.load(ck, map_location="cpu", weights_only=False)
+    fixed = {k: v for k, v in cfg.to_dict().items() if k not in ("steps", "checkpoint_every", "eval_every")}
+    old = {k: v for k, v in state["config"].items() if k in fixed}
+    if old != fixed:
+        diff = sorted(k for k in fixed if old.get(k) != fixed[k])
+        raise ValueError(f"resume: the checkpoint was made with other settings ({', '.join(diff)}); only steps, checkpoint_every and eval_every may change")
+    unet.load_state_dict(state["unet"]); ema.load_state_dict(state["ema"]); opt.load_state_dict(state["optimizer"])
+    g.set_state(state["generator"])
+    _rewrite_csv(out_dir / "history.csv", state["history"], HISTORY_FIELDS)    # drop rows written after the checkpoint
+    if (out_dir / "eval.csv").exists():
+        with open(out_dir / "eval.csv") as f: kept = [r for r in csv.DictReader(f) if int(r["step"]) <= state["step"]]
+        _rewrite_csv(out_dir / "eval.csv", kept, EVAL_FIELDS)
+    return state["step"], state["history"]
+
+def _eval_point(comp, ema, test: dict, cfg: MiniConfig, step: int, out_dir: Path):
+    "Score the EMA UNet on the first cfg.eval_objects held-out objects: a row of eval.csv and a preview picture."
+    n = min(cfg.eval_objects, len(test["cond"]))
+    res = evaluate_views(_with_unet(comp, ema), {k: v[:n] for k, v in test.items() if k != "items"})
+    means = {k: float(v.mean()) for k, v in res["scores"].items()}
+    _append_csv(out_dir / "eval.csv", dict(step=step, **means), EVAL_FIELDS)
+    save_preview(res["views"][:4], test["views"][:4], out_dir / f"preview_{step:06d}.png")
 
 # %% ../nbs/15_mini.ipynb #c670ac82
 def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = None, resume: bool = False,
@@ -201,30 +224,15 @@ def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = N
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
-    step, history = 0, []
-    if resume and ck.exists():
-        state = torch.load(ck, map_location="cpu", weights_only=False)
-        fixed = {k: v for k, v in cfg.to_dict().items() if k not in ("steps", "checkpoint_every", "eval_every")}
-        old = {k: v for k, v in state["config"].items() if k in fixed}
-        if old != fixed:
-            diff = sorted(k for k in fixed if old.get(k) != fixed[k])
-            raise ValueError(f"resume: the checkpoint was made with other settings ({', '.join(diff)}); only steps, checkpoint_every and eval_every may change")
-        unet.load_state_dict(state["unet"]); ema.load_state_dict(state["ema"]); opt.load_state_dict(state["optimizer"])
-        g.set_state(state["generator"]); step, history = state["step"], state["history"]
-        _rewrite_csv(out_dir / "history.csv", history, HISTORY_FIELDS)    # drop rows written after the checkpoint
-        if (out_dir / "eval.csv").exists():
-            with open(out_dir / "eval.csv") as f: kept = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-            _rewrite_csv(out_dir / "eval.csv", kept, EVAL_FIELDS)
-    N = len(data["x0"])
+    step, history = _resume_unet(ck, cfg, unet, ema, opt, g, out_dir) if resume and ck.exists() else (0, [])
     bar = tqdm(total=cfg.steps, initial=step, desc="unet", disable=not progress)
     while step < cfg.steps:
         t0 = time.perf_counter()
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
         for group in opt.param_groups: group["lr"] = lr
-        idx = torch.randint(0, N, (cfg.batch_size,), generator=g)
+        idx = torch.randint(0, len(data["x0"]), (cfg.batch_size,), generator=g)
         out = mini_step(net, data, idx, cfg.cond_dropout, g)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        opt.zero_grad(set_to_none=True); out["loss"].backward()
         gn = torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         _ema_update(ema, unet, min(cfg.ema_decay, (1 + step) / (10 + step)))
@@ -234,14 +242,11 @@ def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = N
         history.append(row); _append_csv(out_dir / "history.csv", row, HISTORY_FIELDS)
         bar.update(1); bar.set_postfix(loss=f"{row['loss']:.4f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            _atomic_save(dict(step=step, unet=unet.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
-                              generator=g.get_state(), history=history, config=cfg.to_dict()), ck)
+            state = dict(step=step, unet=unet.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
+                         generator=g.get_state(), history=history, config=cfg.to_dict())
+            atomic_write(ck, lambda p: torch.save(state, p))
         if test is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-            n = min(cfg.eval_objects, len(test["cond"]))
-            res = evaluate_views(_with_unet(comp, ema), {k: v[:n] for k, v in test.items() if k != "items"})
-            means = {k: float(v.mean()) for k, v in res["scores"].items()}
-            _append_csv(out_dir / "eval.csv", dict(step=step, **means), EVAL_FIELDS)
-            save_preview(res["views"][:4], test["views"][:4], out_dir / f"preview_{step:06d}.png")
+            _eval_point(comp, ema, test, cfg, step, out_dir)
             unet.train()
     bar.close()
     return dict(ema=ema, history=history, step=step)

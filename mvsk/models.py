@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from fastcore.basics import patch
 
 from .grid import N_VIEWS, views_to_grid
 
@@ -91,21 +92,26 @@ class Zero123PlusComponents:
     @property
     def dtype(self): return self.unet.dtype
 
-    def modules(self):
-        return dict(vae=self.vae, text_encoder=self.text_encoder, unet=self.unet, vision_encoder=self.vision_encoder)
+# %% ../nbs/02_models.ipynb #67f0e6f8
+@patch
+def modules(self: Zero123PlusComponents) -> dict:
+    "The four networks by name (the parts that carry weights)."
+    return dict(vae=self.vae, text_encoder=self.text_encoder, unet=self.unet, vision_encoder=self.vision_encoder)
 
-    def to(self, device=None, dtype=None):
-        "Move every network (and the ramp) to `device`/`dtype`; returns self."
-        kw = {k: v for k, v in dict(device=device, dtype=dtype).items() if v is not None}
-        for m in self.modules().values(): m.to(**kw)
-        self.ramping_coefficients = self.ramping_coefficients.to(device=device)
-        return self
+@patch
+def to(self: Zero123PlusComponents, device=None, dtype=None):
+    "Move every network to `device`/`dtype` and the ramp to `device` (it stays float32); returns self."
+    kw = {k: v for k, v in dict(device=device, dtype=dtype).items() if v is not None}
+    for m in self.modules().values(): m.to(**kw)
+    self.ramping_coefficients = self.ramping_coefficients.to(device=device)
+    return self
 
 # %% ../nbs/02_models.ipynb #8e2319f2
 def resolve_model_path(path_or_repo_id, revision: str = None, local_files_only: bool = None) -> Path:
     "A folder in the Zero123++ hub layout: `path_or_repo_id` itself, or its hub snapshot (cache only when offline)."
     p = Path(path_or_repo_id).expanduser()
     if p.is_dir(): return p
+    if p.is_file(): raise FileNotFoundError(f"model folder {str(path_or_repo_id)!r} is a file, not a folder in the Zero123++ hub layout")
     s = str(path_or_repo_id)
     if p.exists() or s.startswith((".", "/", "~")) or s.count("/") != 1:
         raise FileNotFoundError(f"model folder {s!r} does not exist (and is not a hub id like {ZERO123PLUS_REPO!r})")
@@ -200,11 +206,20 @@ MINI_CONFIG = dict(view_size=64, unet_channels=(32, 64, 128, 128), unet_heads=(1
                    vae_channels=(32, 64, 128), clip_layers=2, clip_heads=4, layers_per_block=(1, 1, 2, 1),
                    vae_attention=False)
 
+def _preprocessors(S: int) -> dict:
+    "The offline byte-level tokenizer and the two image processors: CLIP's at 224 px, the VAE's at `S` px with mean 0.5, std 0.8."
+    from transformers import CLIPTokenizer, CLIPImageProcessorPil
+    tok = CLIPTokenizer(vocab=_byte_vocab(), merges=[], pad_token="!", model_max_length=77)
+    clip_proc = CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+    vae_proc = CLIPImageProcessorPil(size={"shortest_edge": S}, crop_size={"height": S, "width": S},
+                                     image_mean=[0.5] * 3, image_std=[0.8] * 3)
+    return dict(tokenizer=tok, feature_extractor_clip=clip_proc, feature_extractor_vae=vae_proc)
+
+# %% ../nbs/02_models.ipynb #9e432663
 def build_components(seed: int, cfg: dict) -> dict:
     "Every Zero123++ component at the sizes in `cfg` (keys of TINY_CONFIG / MINI_CONFIG), built under `seed`."
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection,
-                              CLIPTokenizer, CLIPImageProcessorPil)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
     D, S = cfg["dim"], cfg["view_size"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -228,12 +243,9 @@ def build_components(seed: int, cfg: dict) -> dict:
                                             bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
                                             pad_token_id=0, **clip))
         vision = CLIPVisionModelWithProjection(CLIPVisionConfig(image_size=224, patch_size=32, **clip))
-    tok = CLIPTokenizer(vocab=vocab, merges=[], pad_token="!", model_max_length=77)
-    clip_proc = CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
-    vae_proc = CLIPImageProcessorPil(size={"shortest_edge": S}, crop_size={"height": S, "width": S},
-                                     image_mean=[0.5] * 3, image_std=[0.8] * 3)
-    return dict(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, vision_encoder=vision,
-                feature_extractor_clip=clip_proc, feature_extractor_vae=vae_proc)
+    pre = _preprocessors(S)
+    return dict(vae=vae, text_encoder=text, tokenizer=pre["tokenizer"], unet=unet, vision_encoder=vision,
+                feature_extractor_clip=pre["feature_extractor_clip"], feature_extractor_vae=pre["feature_extractor_vae"])
 
 # %% ../nbs/02_models.ipynb #3cb38064
 def default_cache_dir() -> Path:

@@ -134,6 +134,7 @@ _UNITREE_PARTS = _quadruped_parts(r"^(?P<leg>FR|FL|RR|RL)_hip$", r"^(?P<leg>FR|F
                                   r"^(?P<leg>FR|FL|RR|RL)_lower$", r"^(?P<leg>FR|FL|RR|RL)_toe$")
 _MINITAUR_LEG = r"(?P<leg>front_right|front_left|back_right|back_left)"
 
+# %% ../nbs/10_render.ipynb #892de72d
 ROBOTS = {
     "laikago": RobotSpec("laikago/laikago_toes.urdf", (90., 0., 90.),
                          ((r"hip_motor_2_chassis", 0.0, 0.25), (r"upper_leg_2_hip_motor", 0.5, 0.45), (r"lower_leg_2_upper_leg", -1.0, 0.45)),
@@ -378,15 +379,38 @@ def _write_frame(folder: Path, views: dict, kp: dict, cams: Cameras, meta: dict,
         "xyz": r6(kp["xyz"]), "xy": r6(kp["xy"]), "depth": r6(kp["depth"]), "visible": kp["visible"].tolist()}))
     (folder / "render.json").write_text(json.dumps(meta))
 
+# %% ../nbs/10_render.ipynb #864e0d66
+def _check_render_args(robot: str, size, frames, background):
+    if robot not in ROBOTS: raise ValueError(f"unknown robot {robot!r}; choose from {sorted(ROBOTS)}")
+    if not (isinstance(size, int) and 8 <= size <= 2048): raise ValueError(f"size must be an int in [8, 2048] px; got {size!r}")
+    if not (isinstance(frames, int) and frames >= 1): raise ValueError(f"frames must be an int >= 1; got {frames!r}")
+    background_rgb(background)
+
+def _measure(bc, body: int, robot: str, poses: list, radius: float) -> tuple:
+    "Measure the body over all poses -> (centre, scale) that fit every frame in the sphere of `radius`, and the tips measured in the first pose."
+    clouds = []
+    for pose in poses:
+        apply_pose(bc, body, pose); clouds.append(surface_points(bc, body))
+    centre, scale = normalisation(np.concatenate([c[0] for c in clouds]), radius)
+    apply_pose(bc, body, poses[0])
+    return centre, scale, tip_offsets(bc, body, robot, *clouds[0])
+
+def _render_frame(bc, body: int, robot: str, cams: Cameras, size: int, centre, scale: float, background, tips: dict, tol: float) -> tuple:
+    "Render the posed body at `cams` -> (views as `render_views`, keypoints with world `xyz`, `xy`, `depth` and `visible` per view)."
+    views = render_views(bc, cams, size, centre, scale, background)
+    kp = robot_keypoints(bc, body, robot, tips)
+    kp["xyz"] = scale * (kp["xyz"] - centre)
+    xy, depth = project(torch.from_numpy(kp["xyz"]), cams)
+    kp["xy"], kp["depth"] = xy.numpy(), depth.numpy()
+    kp["visible"] = keypoint_visibility(xy, depth, torch.from_numpy(views["depth"]).double(), tol).numpy()
+    return views, kp
+
 # %% ../nbs/10_render.ipynb #1daeb62d
 def render_object(out_dir, robot: str, seed_key, size: int = 320, background="gray", frames: int = 1,
                   period: float = 16.0, cond_elevation: float = 0.0, tol: float = VISIBILITY_TOL,
                   radius: float = OBJECT_RADIUS, bc=None, color_seed: int = None) -> Path:
     "Render one robot (frames=1) or one sequence (frames>1) into `out_dir` (replaced if it exists); deterministic in `seed_key`."
-    if robot not in ROBOTS: raise ValueError(f"unknown robot {robot!r}; choose from {sorted(ROBOTS)}")
-    if not (isinstance(size, int) and 8 <= size <= 2048): raise ValueError(f"size must be an int in [8, 2048] px; got {size!r}")
-    if not (isinstance(frames, int) and frames >= 1): raise ValueError(f"frames must be an int >= 1; got {frames!r}")
-    background_rgb(background)
+    _check_render_args(robot, size, frames, background)
     own = bc is None
     bc = connect() if own else bc
     rng = np.random.default_rng(seed_key)
@@ -398,23 +422,13 @@ def render_object(out_dir, robot: str, seed_key, size: int = 320, background="gr
         if color_seed is not None: colors = random_colors(np.random.default_rng(color_seed), len(colors))
         set_colors(bc, body, colors)
         poses = pose_trajectory(bc, body, robot, rng, frames, period)
-        clouds = []
-        for pose in poses:
-            apply_pose(bc, body, pose); clouds.append(surface_points(bc, body))
-        centre, scale = normalisation(np.concatenate([c[0] for c in clouds]), radius)
-        apply_pose(bc, body, poses[0])
-        tips = tip_offsets(bc, body, robot, *clouds[0])
+        centre, scale, tips = _measure(bc, body, robot, poses, radius)
         cams = zero123plus_cameras("v1.2", cond_elevation=cond_elevation, include_condition=True, dtype=torch.float64)
         if out_dir.exists(): shutil.rmtree(out_dir)
         names = [f"f{f:03d}" for f in range(frames)] if frames > 1 else [None]
         for f, (pose, fname) in enumerate(zip(poses, names)):
             apply_pose(bc, body, pose)
-            views = render_views(bc, cams, size, centre, scale, background)
-            kp = robot_keypoints(bc, body, robot, tips)
-            kp["xyz"] = scale * (kp["xyz"] - centre)
-            xy, depth = project(torch.from_numpy(kp["xyz"]), cams)
-            kp["xy"], kp["depth"] = xy.numpy(), depth.numpy()
-            kp["visible"] = keypoint_visibility(xy, depth, torch.from_numpy(views["depth"]).double(), tol).numpy()
+            views, kp = _render_frame(bc, body, robot, cams, size, centre, scale, background, tips, tol)
             meta = {"format": "mvsk-render-1", "robot": robot, "urdf": ROBOTS[robot].urdf, "seed_key": list(np.atleast_1d(seed_key).tolist()),
                     "frame": f, "size": size, "background": background if isinstance(background, str) else list(background),
                     "rig": "zero123plus v1.2, condition view first", "cond_elevation": cond_elevation, "yaw_deg": yaw,

@@ -48,6 +48,7 @@ class SweepConfig:
         if bad: raise ValueError(f"unknown generation setting(s) {bad} (in generate{' or a fusion variant' if self.job == 'fusion' else ''}); known: {list(GENERATE_KEYS)}")
         if self.train and self.job != "fusion": raise ValueError(f"train settings are for job 'fusion' (one training run per seed); job is {self.job!r}")
 
+# %% ../nbs/17_sweep.ipynb #c1d19682
 def read_sweep(path) -> SweepConfig:
     "A YAML or JSON file of SweepConfig fields -> SweepConfig."
     import yaml

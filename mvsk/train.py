@@ -55,29 +55,34 @@ class TrainConfig(RunSettings):
     visible_threshold: float = 0.5      # ours: `visible` = TTA visibility >= this (as discovery)
     loss: LossConfig = field(default_factory=LossConfig)   # design plan: the integrated schedule, K = 16 (the final K too)
 
-    def __post_init__(self):
-        if isinstance(self.loss, dict): self.loss = loss_config_from_dict(self.loss)
-        if not isinstance(self.loss, LossConfig): raise ValueError(f"loss must be a LossConfig; got {type(self.loss).__name__}")
-        for k in ("steps", "batch_size", "micro_batch", "map_res", "checkpoint_every", "n_select", "n_augment"):
-            v = getattr(self, k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{k} must be a positive integer; got {v!r}")
-        if self.micro_batch > self.batch_size:
-            raise ValueError(f"micro_batch ({self.micro_batch}) cannot exceed batch_size ({self.batch_size})")
-        if not 0 <= self.cond_dropout <= 1: raise ValueError(f"cond_dropout must be in [0, 1]; got {self.cond_dropout}")
-        for k in ("lr", "token_lr", "gate_lr", "grad_clip"):
-            if not getattr(self, k) > 0: raise ValueError(f"{k} must be > 0; got {getattr(self, k)}")
-        if self.weight_decay < 0 or self.strength < 0 or self.sk_timestep < 0:
-            raise ValueError(f"weight_decay, strength, sk_timestep must be >= 0; got {self.weight_decay}, {self.strength}, {self.sk_timestep}")
-        get_strategy(self.strategy)
-        if self.fusion_tokens not in FUSION_TOKENS: raise ValueError(f"fusion_tokens must be one of {FUSION_TOKENS}; got {self.fusion_tokens!r}")
-        if self.fusion_tokens == "loss" and self.micro_batch != 1:
-            raise ValueError("fusion_tokens='loss' picks K tokens per object, and one main pass takes one token set: use micro_batch=1 "
-                             "(or fusion_tokens='selected')")
-        if self.mixed_precision not in MIXED_PRECISION: raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}; got {self.mixed_precision!r}")
-        if not 0 <= self.visible_threshold <= 1: raise ValueError(f"visible_threshold must be in [0, 1]; got {self.visible_threshold}")
-        if self.context not in ("replace", "append"): raise ValueError(f"context must be 'replace' or 'append'; got {self.context!r}")
-        if self.context == "append" and self.loss.full_softmax:
-            raise ValueError("context='append' maps are a slice of a wider softmax: use loss=LossConfig(full_softmax=False)")
+    def __post_init__(self): _check_train(self)
+
+
+# %% ../nbs/13_train.ipynb #3cd30ba0
+def _check_train(cfg):
+    "Every check a TrainConfig passes when it is made (its loss given as a dict becomes a LossConfig)."
+    if isinstance(cfg.loss, dict): cfg.loss = loss_config_from_dict(cfg.loss)
+    if not isinstance(cfg.loss, LossConfig): raise ValueError(f"loss must be a LossConfig; got {type(cfg.loss).__name__}")
+    for k in ("steps", "batch_size", "micro_batch", "map_res", "checkpoint_every", "n_select", "n_augment"):
+        v = getattr(cfg, k)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{k} must be a positive integer; got {v!r}")
+    if cfg.micro_batch > cfg.batch_size:
+        raise ValueError(f"micro_batch ({cfg.micro_batch}) cannot exceed batch_size ({cfg.batch_size})")
+    if not 0 <= cfg.cond_dropout <= 1: raise ValueError(f"cond_dropout must be in [0, 1]; got {cfg.cond_dropout}")
+    for k in ("lr", "token_lr", "gate_lr", "grad_clip"):
+        if not getattr(cfg, k) > 0: raise ValueError(f"{k} must be > 0; got {getattr(cfg, k)}")
+    if cfg.weight_decay < 0 or cfg.strength < 0 or cfg.sk_timestep < 0:
+        raise ValueError(f"weight_decay, strength, sk_timestep must be >= 0; got {cfg.weight_decay}, {cfg.strength}, {cfg.sk_timestep}")
+    get_strategy(cfg.strategy)
+    if cfg.fusion_tokens not in FUSION_TOKENS: raise ValueError(f"fusion_tokens must be one of {FUSION_TOKENS}; got {cfg.fusion_tokens!r}")
+    if cfg.fusion_tokens == "loss" and cfg.micro_batch != 1:
+        raise ValueError("fusion_tokens='loss' picks K tokens per object, and one main pass takes one token set: use micro_batch=1 "
+                         "(or fusion_tokens='selected')")
+    if cfg.mixed_precision not in MIXED_PRECISION: raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}; got {cfg.mixed_precision!r}")
+    if not 0 <= cfg.visible_threshold <= 1: raise ValueError(f"visible_threshold must be in [0, 1]; got {cfg.visible_threshold}")
+    if cfg.context not in ("replace", "append"): raise ValueError(f"context must be 'replace' or 'append'; got {cfg.context!r}")
+    if cfg.context == "append" and cfg.loss.full_softmax:
+        raise ValueError("context='append' maps are a slice of a wider softmax: use loss=LossConfig(full_softmax=False)")
 
 # %% ../nbs/13_train.ipynb #12af6cf6
 TRAIN_CHECKPOINT_FORMAT = "mvsk-train-checkpoint-1"
@@ -122,6 +127,26 @@ def _nvs_pass(model, views, cond_lat, encoder_hidden_states, fusion, n_train: in
                                                                                               fusion=fusion)).sample
     return nvs_loss(v_pred, x0, noise, t, model.train_sched.alphas_cumprod), t
 
+# %% ../nbs/13_train.ipynb #6a4606a3
+def _dropout_nvs(model, views, cond_lat, encoder_hidden_states, cond: dict, maps, sel, cfg: TrainConfig, gates,
+                 accelerator) -> tuple:
+    "Condition dropout (gray negative, empty prompt, no fusion), then the keypoint-fused main pass -> (NVS loss, timesteps, dropped (b,))."
+    dev, b = model.device, views.shape[0]
+    fusion = KeypointFusion(cfg.strategy, model.tokens.embeddings[sel], maps[:, :, sel], strength=cfg.strength, gates=gates)
+    drop = torch.rand(b) < cfg.cond_dropout                        # Zero123++: condition dropout, gray negative
+    c_lat = torch.where(drop.view(-1, 1, 1, 1).to(dev), cond["negative_lat"].to(dev).expand_as(cond_lat), cond_lat)
+    dropped_states = torch.where(drop.view(-1, 1, 1).to(dev), cond["empty"].to(dev).expand_as(encoder_hidden_states), encoder_hidden_states)
+    nvs, ts = 0.0, []
+    for kept, rows in ((True, ~drop), (False, drop)):              # dropped rows: plain Zero123++, as CFG's uncond rows
+        if not rows.any(): continue
+        r = rows.nonzero().flatten().tolist()
+        f = fusion if kept else None
+        if kept and len(r) != b: f = KeypointFusion(cfg.strategy, fusion.tokens, maps[r][:, :, sel], strength=cfg.strength, gates=gates)
+        with accelerator.autocast():
+            l_nvs, t = _nvs_pass(model, views[r], c_lat[r], dropped_states[r], f, model.train_sched.config.num_train_timesteps)
+        nvs, ts = nvs + l_nvs * (len(r) / b), ts + t.tolist()
+    return nvs, ts, drop
+
 # %% ../nbs/13_train.ipynb #c6c63540
 def integrated_step(model, units: DiscoveryUnits, cond: dict, idx: list, step: int, cfg: TrainConfig, gates,
                     accelerator, n_batch: int) -> dict:
@@ -146,19 +171,7 @@ def integrated_step(model, units: DiscoveryUnits, cond: dict, idx: list, step: i
         maps = ref["sk_maps_mean"]["individual_views"].float()          # (b, 6, T, r, r), with their gradient
         if cfg.fusion_tokens == "loss": sel = terms["tokens"][0]        # micro_batch = 1: this object's K loss tokens
         else: sel = model.tokens.selected
-        fusion = KeypointFusion(cfg.strategy, model.tokens.embeddings[sel], maps[:, :, sel], strength=cfg.strength, gates=gates)
-        drop = torch.rand(b) < cfg.cond_dropout                        # Zero123++: condition dropout, gray negative
-        c_lat = torch.where(drop.view(-1, 1, 1, 1).to(dev), cond["negative_lat"].to(dev).expand_as(cond_lat), cond_lat)
-        dropped_states = torch.where(drop.view(-1, 1, 1).to(dev), cond["empty"].to(dev).expand_as(encoder_hidden_states), encoder_hidden_states)
-        nvs, ts = 0.0, []
-        for kept, rows in ((True, ~drop), (False, drop)):              # dropped rows: plain Zero123++, as CFG's uncond rows
-            if not rows.any(): continue
-            r = rows.nonzero().flatten().tolist()
-            f = fusion if kept else None
-            if kept and len(r) != b: f = KeypointFusion(cfg.strategy, fusion.tokens, maps[r][:, :, sel], strength=cfg.strength, gates=gates)
-            with accelerator.autocast():
-                l_nvs, t = _nvs_pass(model, views[r], c_lat[r], dropped_states[r], f, model.train_sched.config.num_train_timesteps)
-            nvs, ts = nvs + l_nvs * (len(r) / b), ts + t.tolist()
+        nvs, ts, drop = _dropout_nvs(model, views, cond_lat, encoder_hidden_states, cond, maps, sel, cfg, gates, accelerator)
         loss = w["nvs"] * nvs + terms["total"]                        # total = w_nvs·nvs + w_kp(epoch)·keypoint block
         vals = dict(loss=loss, nvs=nvs, keypoint=terms["keypoint"], localization=sk["total_localization"],
                     equivariance=sk["equivariance"], consistency=sk["view_consistency"], sk_total=terms["sk_total"])
@@ -222,43 +235,93 @@ def _save_trained(out_dir: Path, model, gates, cfg, meta: dict):
         unet = {k: v.detach().cpu().contiguous() for k, v in model.unet.state_dict().items()}
         atomic_write(out_dir / "unet.safetensors", lambda p: save_file(unet, str(p)))
 
-# %% ../nbs/13_train.ipynb #21da0622
-def train(model, dataset, out_dir, cfg: TrainConfig = None, resume: bool = False, overwrite: bool = False, gates=None,
-          accelerator=None, model_id: str = None, callback=None, progress: bool = True, pictures: bool = True) -> dict:
-    "The integrated training: keypoint pass + fused main pass, NVS v-loss + keypoint terms on the plan's schedule; writes a resumable run."
+# %% ../nbs/13_train.ipynb #fe1ff185
+def _start_training(model, dataset, out_dir: Path, cfg: TrainConfig, resume: bool, overwrite: bool, gates, accelerator) -> tuple:
+    "train's checks and set-up, before any work -> (units, gates, the checkpoint's state or None, the Accelerator)."
     from accelerate import Accelerator
-    cfg = cfg or TrainConfig()
-    t_start = time.time()
     check_train_settings(model, cfg)
     units = as_units(dataset)
     check_views(model, units)
     gates = gates if gates is not None else HierarchicalGates.for_model(model)
     if not isinstance(gates, HierarchicalGates): raise ValueError(f"gates must be HierarchicalGates; got {type(gates).__name__}")
-    out_dir = Path(out_dir)
     state = resume_state(out_dir, cfg, TRAIN_MAY_CHANGE, TRAIN_CHECKPOINT_FORMAT) if resume else None
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=model.device.type == "cpu")
     if state is not None and len(state["rng"]) != acc.num_processes:
         raise ValueError(f"resume: the checkpoint holds the RNG states of {len(state['rng'])} processes; this run has {acc.num_processes}")
     if cfg.batch_size < acc.num_processes:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be at least the number of processes ({acc.num_processes})")
-    main = acc.is_main_process
-    if main: prepare_run_dir(out_dir, resume, overwrite)
+    if acc.is_main_process: prepare_run_dir(out_dir, resume, overwrite)
     acc.wait_for_everyone()
     if model.device != acc.device: model.components.to(device=acc.device); model.to(acc.device)
-    dev = model.device
-    gates.to(dev)
+    gates.to(model.device)
+    return units, gates, state, acc
+
+# %% ../nbs/13_train.ipynb #6c0cc95c
+def _training_loop(model, units, cond: dict, cfg: TrainConfig, gates, opt, params: list, acc, out_dir: Path, history: list,
+                   start: int, state: dict, log, tb, callback, progress: bool):
+    "train's loop: steps start+1 .. cfg.steps, each logged (files, TensorBoard), a checkpoint every cfg.checkpoint_every."
+    main, dev = acc.is_main_process, model.device
+    rng = state["rng"][acc.process_index] if state is not None else None
+    with forked_rng(dev, cfg.seed + acc.process_index, rng), \
+         tqdm(total=cfg.steps, initial=start, desc="train", disable=not (progress and main)) as bar:
+        for step in range(start, cfg.steps):
+            ts = time.time()
+            idx = batch_units(len(units), cfg.batch_size, cfg.seed, step)
+            opt.zero_grad(set_to_none=True)
+            rec = integrated_step(model, units, cond, idx[acc.process_index::acc.num_processes], step, cfg, gates, acc, len(idx))
+            if acc.num_processes > 1: rec = _reduce_across_processes(acc, params, rec, dev)
+            grad_norm = acc.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            rec = {"step": step + 1, **{k: rec[k] for k in TRAIN_FIELDS[1:-2]}, "grad_norm": float(grad_norm),
+                   "seconds": round(time.time() - ts, 4)}
+            history.append(rec)
+            if main:
+                log_step(out_dir, rec, TRAIN_FIELDS, log)
+                for k, v in rec.items():
+                    if tb is not None and k != "step": tb.add_scalar(f"train/{k}", v, step + 1)
+            bar.update(1); bar.set_postfix(loss=f"{rec['loss']:.4g}", nvs=f"{rec['nvs']:.4g}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                ck = _train_state(model, gates, opt, acc, cfg, step + 1, history)
+                if main:
+                    save_checkpoint(out_dir, ck, TRAIN_CHECKPOINT_FORMAT)
+                    log.info(f"checkpoint at step {step + 1}")
+                acc.wait_for_everyone()
+            if callback is not None: callback(step + 1, rec)
+
+# %% ../nbs/13_train.ipynb #c57cce63
+def _finish_training(model, units, cond: dict, cfg: TrainConfig, gates, out_dir: Path, log, history: list, resumed_from,
+                     model_id: str, progress: bool, pictures: bool, t_start: float, tb) -> dict:
+    "The end of train (main process): selection and extraction, the trained parameters, the pictures, summary.json."
+    model.eval()                                                # selection and extraction as in discovery
+    keep = model.tokens.selected if cfg.fusion_tokens == "selected" else None
+    result = select_and_extract(model, units, cond["units"], _selection_config(cfg, model.tokens.n_tokens), out_dir, log, progress, keep=keep)
+    _save_trained(out_dir, model, gates, cfg, tokens_metadata(cfg, model_id, result["counts"], units))
+    if pictures:
+        write_pictures(out_dir, units, result["keypoints"], result["maps0"], result["tokens"], history,
+                       ("loss", "nvs", "keypoint", "localization", "equivariance", "consistency", "grad_norm"), "training")
+    seconds = round(time.time() - t_start, 2)
+    write_summary(out_dir, {"objects": len(units), "steps": cfg.steps, "resumed_from": resumed_from,
+                            "tokens": result["tokens"].tolist(), "counts": result["counts"].tolist(), "schedule": cfg.loss.schedule,
+                            "final_loss": history[-1]["loss"] if history else None, "seconds": seconds, "tensorboard": tb is not None})
+    log.info(f"done in {seconds} s")
+    return result
+
+# %% ../nbs/13_train.ipynb #21da0622
+def train(model, dataset, out_dir, cfg: TrainConfig = None, resume: bool = False, overwrite: bool = False, gates=None,
+          accelerator=None, model_id: str = None, callback=None, progress: bool = True, pictures: bool = True) -> dict:
+    "The integrated training: keypoint pass + fused main pass, NVS v-loss + keypoint terms on the plan's schedule; writes a resumable run."
+    cfg, t_start, out_dir = cfg or TrainConfig(), time.time(), Path(out_dir)
+    units, gates, state, acc = _start_training(model, dataset, out_dir, cfg, resume, overwrite, gates, accelerator)
+    main = acc.is_main_process
     log = run_logger(out_dir, "train") if main else logging.getLogger("mvsk.train.worker")
-    was_training, bar, tb = model.training, None, None
+    was_training, tb = model.training, None
     try:
-        for m in model.components.modules().values(): m.requires_grad_(False)
+        freeze_components(model)
         model.tokens.requires_grad_(True); gates.requires_grad_(True); model.unet.requires_grad_(cfg.train_unet)
         model.train()                                                  # Zero123++ noises the condition with the DDPM scheduler in training
         groups = _trainables(model, gates, cfg)
-        params = [p for g in groups for p in g["params"]]
         opt = acc.prepare(torch.optim.AdamW(groups))
-        config = {"model": model_id, "seed": cfg.seed, "n_tokens": model.tokens.n_tokens, "token_dim": model.tokens.dim,
-                  "view_size": model.components.view_size, "device": str(dev), "unet_dtype": str(model.dtype),
-                  "processes": acc.num_processes, "objects": [units.name(i) for i in range(len(units))]}
+        config = run_config(model, units, model_id, cfg.seed, processes=acc.num_processes)
         if state is not None: _load_train_state(state, model, gates, opt, acc, cfg)
         history, start = start_run(out_dir, "train", cfg, config, state, TRAIN_FIELDS, log, write=main)
         if state is None:
@@ -266,55 +329,16 @@ def train(model, dataset, out_dir, cfg: TrainConfig = None, resume: bool = False
                      f"settings {json.dumps(cfg.to_dict())}")
         tb = _tensorboard(out_dir, cfg.tensorboard) if main else None
         cond = _train_conditions(model, units, cfg.seed, progress and main)
-        rng = state["rng"][acc.process_index] if state is not None else None
-        with forked_rng(dev, cfg.seed + acc.process_index, rng):
-            bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not (progress and main))
-            for step in range(start, cfg.steps):
-                ts = time.time()
-                idx = batch_units(len(units), cfg.batch_size, cfg.seed, step)
-                opt.zero_grad(set_to_none=True)
-                rec = integrated_step(model, units, cond, idx[acc.process_index::acc.num_processes], step, cfg, gates, acc, len(idx))
-                if acc.num_processes > 1: rec = _reduce_across_processes(acc, params, rec, dev)
-                grad_norm = acc.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                rec = {"step": step + 1, **{k: rec[k] for k in TRAIN_FIELDS[1:-2]}, "grad_norm": float(grad_norm),
-                       "seconds": round(time.time() - ts, 4)}
-                history.append(rec)
-                if main:
-                    log_step(out_dir, rec, TRAIN_FIELDS, log)
-                    if tb is not None:
-                        for k, v in rec.items():
-                            if k != "step": tb.add_scalar(f"train/{k}", v, step + 1)
-                bar.update(1); bar.set_postfix(loss=f"{rec['loss']:.4g}", nvs=f"{rec['nvs']:.4g}")
-                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                    ck = _train_state(model, gates, opt, acc, cfg, step + 1, history)
-                    if main:
-                        save_checkpoint(out_dir, ck, TRAIN_CHECKPOINT_FORMAT)
-                        log.info(f"checkpoint at step {step + 1}")
-                    acc.wait_for_everyone()
-                if callback is not None: callback(step + 1, rec)
+        _training_loop(model, units, cond, cfg, gates, opt, [p for g in groups for p in g["params"]], acc, out_dir, history,
+                       start, state, log, tb, callback, progress)
         result = {}
         if main:
-            model.eval()                                                # selection and extraction as in discovery
-            result = select_and_extract(model, units, cond["units"], _selection_config(cfg, model.tokens.n_tokens), out_dir,
-                                         log, progress, keep=model.tokens.selected if cfg.fusion_tokens == "selected" else None)
-            meta = {"config": cfg.to_dict(), "model": model_id, "counts": result["counts"].tolist(),
-                    "objects": [units.name(i) for i in range(len(units))], "versions": library_versions()}
-            _save_trained(out_dir, model, gates, cfg, meta)
-            if pictures:
-                write_pictures(out_dir, units, result["keypoints"], result["maps0"], result["tokens"], history,
-                               ("loss", "nvs", "keypoint", "localization", "equivariance", "consistency", "grad_norm"), "training")
-            seconds = round(time.time() - t_start, 2)
-            summary = {"objects": len(units), "steps": cfg.steps, "resumed_from": start if state is not None else None,
-                       "tokens": result["tokens"].tolist(), "counts": result["counts"].tolist(), "schedule": cfg.loss.schedule,
-                       "final_loss": history[-1]["loss"] if history else None, "seconds": seconds, "tensorboard": tb is not None}
-            write_summary(out_dir, summary)
-            log.info(f"done in {seconds} s")
+            result = _finish_training(model, units, cond, cfg, gates, out_dir, log, history, start if state is not None else None,
+                                      model_id, progress, pictures, t_start, tb)
         return dict(history=history, tokens=model.tokens.embeddings.detach(), gates=gates, selected=model.tokens.selected.clone(),
                     keypoints=result.get("keypoints"), out_dir=out_dir)
     finally:
         model.train(was_training)
-        if bar is not None: bar.close()
         if tb is not None: tb.close()
         close_logger(log)
 

@@ -49,22 +49,24 @@ class KeypointTokens(nn.Module):
         self.selected = idx.to(self.embeddings.device)
         return self
 
-    def save(self, path, metadata: dict = None):
-        "Write embeddings + selected indices (+ string metadata) to a safetensors file."
-        from safetensors.torch import save_file
-        meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
-        save_file({"embeddings": self.embeddings.detach().float().cpu().contiguous(),
-                   "selected": self.selected.cpu().contiguous()}, str(path), metadata=meta)
+# %% ../nbs/05_unet.ipynb #da2707fa
+@patch
+def save(self: KeypointTokens, path, metadata: dict = None):
+    "Write embeddings + selected indices (+ string metadata) to a safetensors file."
+    from safetensors.torch import save_file
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    save_file({"embeddings": self.embeddings.detach().float().cpu().contiguous(),
+               "selected": self.selected.cpu().contiguous()}, str(path), metadata=meta)
 
-    @classmethod
-    def load(cls, path) -> "KeypointTokens":
-        "Read a file written by `save`."
-        from safetensors.torch import load_file
-        sd = load_file(str(path))
-        if set(sd) != {"embeddings", "selected"}: raise ValueError(f"{path} is not a KeypointTokens file; keys {sorted(sd)}")
-        tok = cls(*sd["embeddings"].shape)
-        with torch.no_grad(): tok.embeddings.copy_(sd["embeddings"])
-        return tok.select(sd["selected"])
+@patch(cls_method=True)
+def load(cls: KeypointTokens, path) -> "KeypointTokens":
+    "Read a file written by `save`."
+    from safetensors.torch import load_file
+    sd = load_file(str(path))
+    if set(sd) != {"embeddings", "selected"}: raise ValueError(f"{path} is not a KeypointTokens file; keys {sorted(sd)}")
+    tok = cls(*sd["embeddings"].shape)
+    with torch.no_grad(): tok.embeddings.copy_(sd["embeddings"])
+    return tok.select(sd["selected"])
 
 # %% ../nbs/05_unet.ipynb #91421075
 class RefOnlyNoisedUNet(nn.Module):
@@ -181,6 +183,20 @@ def _sk_context(self: RefOnlyNoisedUNet, tokens, encoder_hidden_states, B, conte
                          f"{None if encoder_hidden_states is None else tuple(encoder_hidden_states.shape)}")
     return torch.cat([encoder_hidden_states.float().repeat_interleave(V, 0), toks], dim=1)
 
+# %% ../nbs/05_unet.ipynb #907cf817
+@patch
+def _sk_condition_pass(self: RefOnlyNoisedUNet, cond_lat, encoder_hidden_states, t, B, ref_dict, state, generator):
+    "The condition pass of `forward_sk` at the views' timestep: stores the reference tokens the views read (`cw`)."
+    if cond_lat is None or encoder_hidden_states is None or cond_lat.shape[0] != B or encoder_hidden_states.shape[0] != B:
+        raise ValueError(f"reference=True needs cond_lat (B={B}, 4, h, w) and encoder_hidden_states (B={B}, 77, D); got "
+                         f"{None if cond_lat is None else tuple(cond_lat.shape)}, "
+                         f"{None if encoder_hidden_states is None else tuple(encoder_hidden_states.shape)}")
+    tc = t[:B]
+    noisy_cond = self.train_sched.add_noise(cond_lat, torch.randn(cond_lat.shape, generator=generator, dtype=cond_lat.dtype,
+                                                                  device=cond_lat.device), tc)
+    if self.reference_latent == "clean": noisy_cond, tc = cond_lat, tc * 0   # noise drawn anyway: the stream stays the same
+    self.forward_cond(noisy_cond.to(self.dtype), tc, encoder_hidden_states.to(self.dtype), ref_dict, pass_state=state)
+
 # %% ../nbs/05_unet.ipynb #1acd5a75
 @patch
 def forward_sk(self: RefOnlyNoisedUNet, target, cond_lat=None, encoder_hidden_states=None, timestep: int = 0, generator=None,
@@ -202,16 +218,7 @@ def forward_sk(self: RefOnlyNoisedUNet, target, cond_lat=None, encoder_hidden_st
     noisy = self.train_sched.add_noise(lat, noise, t)
     state = PassState(latent_hw=tuple(lat.shape[-2:]), sk=sk, n_global=ctx.shape[1] - tokens.shape[0],
                       ref_key="sk:", map_context=ctx, last_layer=order[-1])
-    if sk.reference:
-        if cond_lat is None or encoder_hidden_states is None or cond_lat.shape[0] != B or encoder_hidden_states.shape[0] != B:
-            raise ValueError(f"reference=True needs cond_lat (B={B}, 4, h, w) and encoder_hidden_states (B={B}, 77, D); got "
-                             f"{None if cond_lat is None else tuple(cond_lat.shape)}, "
-                             f"{None if encoder_hidden_states is None else tuple(encoder_hidden_states.shape)}")
-        tc = t[:B]
-        noisy_cond = self.train_sched.add_noise(cond_lat, torch.randn(cond_lat.shape, generator=generator, dtype=cond_lat.dtype,
-                                                                      device=cond_lat.device), tc)
-        if self.reference_latent == "clean": noisy_cond, tc = cond_lat, tc * 0   # noise drawn anyway: the stream stays the same
-        self.forward_cond(noisy_cond.to(self.dtype), tc, encoder_hidden_states.to(self.dtype), ref_dict, pass_state=state)
+    if sk.reference: self._sk_condition_pass(cond_lat, encoder_hidden_states, t, B, ref_dict, state, generator)
     try:
         self.unet(noisy, t, ctx.to(self.dtype), cross_attention_kwargs=dict(mode="skw", ref_dict=ref_dict, pass_state=state))
     except EarlyExit:

@@ -298,6 +298,7 @@ def widgets_available() -> bool:
     "True when ipywidgets is installed and we run inside a live Jupyter kernel."
     return importlib.util.find_spec("ipywidgets") is not None and _in_kernel()
 
+# %% ../nbs/11_viz.ipynb #ca572943
 def explore(data: dict, tokens=None, widgets: bool = None):
     "data {object: {'images': (F, 6, 3, H, W), 'maps': (F, 6, T, h, w)}} -> an ipywidgets explorer, or static figures without widgets."
     if not isinstance(data, dict) or not data: raise ValueError("data must be a non-empty dict {object: {'images', 'maps'}}")
