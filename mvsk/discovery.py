@@ -582,7 +582,7 @@ def _optimise(model, units: DiscoveryUnits, cond: list, cfg: DiscoveryConfig, op
 # %% ../nbs/12_discovery.ipynb #cb32853e
 def _finish_discovery(model, units, cond, cfg: DiscoveryConfig, out_dir: Path, log, history: list, resumed_from,
                       model_id: str, progress: bool, pictures: bool, seconds: dict) -> dict:
-    "The end of discover: select and extract, save the tokens, draw the pictures, write summary.json."
+    "The end of discover: select and extract, save the tokens, draw the pictures, write summary.json (`seconds` holds the run's start time as 'start')."
     result = select_and_extract(model, units, cond, cfg, out_dir, log, progress)
     result["history"] = history
     meta = tokens_metadata(cfg, model_id, result["counts"], units)

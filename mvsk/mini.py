@@ -8,7 +8,7 @@ __all__ = ['HISTORY_FIELDS', 'EVAL_FIELDS', 'FG_THRESHOLD', 'MiniConfig', 'rende
            'save_preview', 'export_mini', 'regenerate_mini', 'model_card', 'ship_mini', 'score_model', 'mini_main']
 
 # %% ../nbs/15_mini.ipynb #a1746c4a
-import csv, json, math, os, time, shutil
+import csv, json, math, time, shutil
 from dataclasses import dataclass, asdict
 from pathlib import Path
 

@@ -381,6 +381,7 @@ def _write_frame(folder: Path, views: dict, kp: dict, cams: Cameras, meta: dict,
 
 # %% ../nbs/10_render.ipynb #864e0d66
 def _check_render_args(robot: str, size, frames, background):
+    "Refuse, before pybullet starts, a robot, size, frame count or background that render_object cannot use."
     if robot not in ROBOTS: raise ValueError(f"unknown robot {robot!r}; choose from {sorted(ROBOTS)}")
     if not (isinstance(size, int) and 8 <= size <= 2048): raise ValueError(f"size must be an int in [8, 2048] px; got {size!r}")
     if not (isinstance(frames, int) and frames >= 1): raise ValueError(f"frames must be an int >= 1; got {frames!r}")

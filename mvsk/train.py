@@ -57,7 +57,6 @@ class TrainConfig(RunSettings):
 
     def __post_init__(self): _check_train(self)
 
-
 # %% ../nbs/13_train.ipynb #3cd30ba0
 def _check_train(cfg):
     "Every check a TrainConfig passes when it is made (its loss given as a dict becomes a LossConfig)."
