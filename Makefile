@@ -24,9 +24,10 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/mvsk demo --out outputs/demo
 
-# Fails when the notebooks and the exported package disagree, then runs every test.
+# Fails when the notebooks and the exported package disagree, then runs every test, two at a time (each one
+# keeps about one core busy; the cached tiny models are written under a file lock).
 test: install clean-check
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n 2 tests
 
 clean-check:
 	@before=$$(find nbs mvsk -type f -not -path '*__pycache__*' | sort | xargs md5sum); \

@@ -383,6 +383,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'mvsk.models._ramping_coefficients': ('models.html#_ramping_coefficients', 'mvsk/models.py'),
                              'mvsk.models._to_pil': ('models.html#_to_pil', 'mvsk/models.py'),
                              'mvsk.models.build_components': ('models.html#build_components', 'mvsk/models.py'),
+                             'mvsk.models.cache_lock': ('models.html#cache_lock', 'mvsk/models.py'),
                              'mvsk.models.decode_latents': ('models.html#decode_latents', 'mvsk/models.py'),
                              'mvsk.models.default_cache_dir': ('models.html#default_cache_dir', 'mvsk/models.py'),
                              'mvsk.models.empty_prompt_embeddings': ('models.html#empty_prompt_embeddings', 'mvsk/models.py'),

@@ -6,9 +6,9 @@
 __all__ = ['ZERO123PLUS_REPO', 'COMPONENTS', 'SCHEDULER_CONFIG', 'GRAY', 'WHITE', 'LATENT_SHIFT', 'LATENT_SCALE', 'IMAGE_SCALE',
            'REFERENCE_LATENTS', 'TINY_CONFIG', 'MINI_CONFIG', 'scale_latents', 'unscale_latents', 'scale_image',
            'unscale_image', 'Zero123PlusComponents', 'resolve_model_path', 'load_unet_state_dict', 'load_zero123plus',
-           'build_components', 'default_cache_dir', 'tiny_zero123plus', 'write_components', 'mini_zero123plus',
-           'vae_pixel_values', 'encode_condition_image', 'empty_prompt_embeddings', 'image_embeddings',
-           'global_embeddings', 'encode_target_images', 'decode_latents']
+           'build_components', 'default_cache_dir', 'write_components', 'cache_lock', 'tiny_zero123plus',
+           'mini_zero123plus', 'vae_pixel_values', 'encode_condition_image', 'empty_prompt_embeddings',
+           'image_embeddings', 'global_embeddings', 'encode_target_images', 'decode_latents']
 
 # %% ../nbs/02_models.ipynb #e1b95935
 import json, os
@@ -253,17 +253,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MVSK_CACHE", Path.home() / ".cache" / "mvsk"))
 
 # %% ../nbs/02_models.ipynb #e9601838
-def tiny_zero123plus(seed: int = 0, path=None, **overrides) -> Path:
-    "Write (or reuse) the tiny deterministic Zero123++ in hub layout; returns its folder for `load_zero123plus`."
-    cfg = {**TINY_CONFIG, **overrides}
-    unknown = set(overrides) - set(TINY_CONFIG)
-    if unknown: raise ValueError(f"unknown tiny-model settings {sorted(unknown)}; known: {sorted(TINY_CONFIG)}")
-    path = Path(path) if path is not None else default_cache_dir() / f"tiny-zero123plus-seed{seed}"
-    marker = dict(seed=seed, config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, format=1)
-    if (path / "mvsk_tiny.json").is_file() and json.loads((path / "mvsk_tiny.json").read_text()) == marker:
-        return path
-    return write_components(build_components(seed, cfg), path, files={"mvsk_tiny.json": marker})
-
 def write_components(parts: dict, path, reference_latent: str = "noised", files: dict = None, **save_kw) -> Path:
     "Write `parts` (the seven components) in the hub layout, with Zero123++'s scheduler and ramp, atomically -> `path`."
     import shutil
@@ -290,6 +279,25 @@ def write_components(parts: dict, path, reference_latent: str = "noised", files:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(path)
     return path
+
+# %% ../nbs/02_models.ipynb #38dd6ac1
+def cache_lock(path):
+    "A file lock beside the folder `path`, so that concurrent processes (test workers, `accelerate launch`) write a cached model once."
+    from filelock import FileLock
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_name(path.name + ".lock")))
+
+def tiny_zero123plus(seed: int = 0, path=None, **overrides) -> Path:
+    "Write (or reuse) the tiny deterministic Zero123++ in hub layout; returns its folder for `load_zero123plus`."
+    cfg = {**TINY_CONFIG, **overrides}
+    unknown = set(overrides) - set(TINY_CONFIG)
+    if unknown: raise ValueError(f"unknown tiny-model settings {sorted(unknown)}; known: {sorted(TINY_CONFIG)}")
+    path = Path(path) if path is not None else default_cache_dir() / f"tiny-zero123plus-seed{seed}"
+    marker = dict(seed=seed, config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}, format=1)
+    with cache_lock(path):
+        if (path / "mvsk_tiny.json").is_file() and json.loads((path / "mvsk_tiny.json").read_text()) == marker:
+            return path
+        return write_components(build_components(seed, cfg), path, files={"mvsk_tiny.json": marker})
 
 # %% ../nbs/02_models.ipynb #b2149822
 def mini_zero123plus() -> Path:

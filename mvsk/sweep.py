@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .models import MINI_CONFIG, TINY_CONFIG, build_components, write_components, load_zero123plus, default_cache_dir
+from .models import MINI_CONFIG, TINY_CONFIG, build_components, write_components, load_zero123plus, default_cache_dir, cache_lock
 from .commands import discover_cmd, train_cmd, eval_cmd, load_model, model_for, read_run_keypoints
 
 # %% ../nbs/17_sweep.ipynb #3843ac25
@@ -64,15 +64,16 @@ def read_sweep(path) -> SweepConfig:
 def random_unet(source: str = "mini", seed: int = 1) -> Path:
     "Write (once) `source` with a random UNet of the same config in place of its own -> the folder."
     path = default_cache_dir() / f"{Path(source).name}-random-unet-seed{seed}"
-    if (path / "model_index.json").is_file(): return path
-    comp = load_model(source)
-    sizes = MINI_CONFIG if source == "mini" else TINY_CONFIG if source == "tiny" else None
-    if sizes is None: raise ValueError(f"random_unet knows the sizes of 'mini' and 'tiny'; got {source!r}")
-    unet = build_components(seed, sizes)["unet"]
-    parts = dict(vae=comp.vae, text_encoder=comp.text_encoder, tokenizer=comp.tokenizer, unet=unet,
-                 vision_encoder=comp.vision_encoder, feature_extractor_clip=comp.feature_extractor_clip,
-                 feature_extractor_vae=comp.feature_extractor_vae)
-    return write_components(parts, path, reference_latent=comp.reference_latent)
+    with cache_lock(path):
+        if (path / "model_index.json").is_file(): return path
+        comp = load_model(source)
+        sizes = MINI_CONFIG if source == "mini" else TINY_CONFIG if source == "tiny" else None
+        if sizes is None: raise ValueError(f"random_unet knows the sizes of 'mini' and 'tiny'; got {source!r}")
+        unet = build_components(seed, sizes)["unet"]
+        parts = dict(vae=comp.vae, text_encoder=comp.text_encoder, tokenizer=comp.tokenizer, unet=unet,
+                     vision_encoder=comp.vision_encoder, feature_extractor_clip=comp.feature_extractor_clip,
+                     feature_extractor_vae=comp.feature_extractor_vae)
+        return write_components(parts, path, reference_latent=comp.reference_latent)
 
 def sweep_model(model: str) -> str:
     "A sweep's model name -> what `mvsk discover --model` takes (random-UNet variants written on first use)."
