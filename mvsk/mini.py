@@ -122,7 +122,7 @@ def train_vae(vae, images: torch.Tensor, cfg: MiniConfig = None, progress: bool 
         l1, kl = (rec - x).abs().mean(), post.kl().mean()
         loss = l1 + cfg.vae_kl * kl
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        history.append(dict(step=step + 1, l1=float(l1), kl=float(kl)))
+        history.append(dict(step=step + 1, l1=float(l1.detach()), kl=float(kl.detach())))
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         z = torch.cat([vae.encode(scale_image(images[i:i + 64] * 2 - 1)).latent_dist.mode() for i in range(0, min(len(images), 512), 64)])
@@ -237,7 +237,7 @@ def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = N
         opt.step()
         _ema_update(ema, unet, min(cfg.ema_decay, (1 + step) / (10 + step)))
         step += 1
-        row = dict(step=step, loss=float(out["loss"]), t_mean=float(out["t"].float().mean()), lr=lr, grad_norm=float(gn),
+        row = dict(step=step, loss=float(out["loss"].detach()), t_mean=float(out["t"].float().mean()), lr=lr, grad_norm=float(gn),
                    seconds=time.perf_counter() - t0)
         history.append(row); _append_csv(out_dir / "history.csv", row, HISTORY_FIELDS)
         bar.update(1); bar.set_postfix(loss=f"{row['loss']:.4f}")
