@@ -151,6 +151,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'mvsk.discovery._cat_cameras': ('discovery.html#_cat_cameras', 'mvsk/discovery.py'),
                                 'mvsk.discovery._check_counts': ('discovery.html#_check_counts', 'mvsk/discovery.py'),
                                 'mvsk.discovery._check_discovery': ('discovery.html#_check_discovery', 'mvsk/discovery.py'),
+                                'mvsk.discovery._check_run_settings': ('discovery.html#_check_run_settings', 'mvsk/discovery.py'),
                                 'mvsk.discovery._check_settings': ('discovery.html#_check_settings', 'mvsk/discovery.py'),
                                 'mvsk.discovery._encode_conditions': ('discovery.html#_encode_conditions', 'mvsk/discovery.py'),
                                 'mvsk.discovery._finish_discovery': ('discovery.html#_finish_discovery', 'mvsk/discovery.py'),

@@ -58,24 +58,28 @@ def loss_config_from_dict(d: dict) -> LossConfig:
     if unknown: raise ValueError(f"unknown loss settings {sorted(unknown)}")
     return LossConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
-def _check_discovery(cfg):
-    "Every check a DiscoveryConfig passes when it is made (its loss given as a dict becomes a LossConfig)."
+def _check_run_settings(cfg, positive: tuple):
+    "The checks discovery and training settings share: the loss (a dict becomes a LossConfig), the `positive` counts, the batches, the context, the visibility threshold."
     if isinstance(cfg.loss, dict): cfg.loss = loss_config_from_dict(cfg.loss)
     if not isinstance(cfg.loss, LossConfig): raise ValueError(f"loss must be a LossConfig; got {type(cfg.loss).__name__}")
-    for k in ("n_tokens", "n_keypoints", "steps", "batch_size", "micro_batch", "map_res", "n_select", "n_augment",
-              "checkpoint_every"):
+    for k in positive:
         v = getattr(cfg, k)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{k} must be a positive integer; got {v!r}")
     if cfg.micro_batch > cfg.batch_size:
         raise ValueError(f"micro_batch ({cfg.micro_batch}) cannot exceed batch_size ({cfg.batch_size})")
-    if cfg.objective not in OBJECTIVES: raise ValueError(f"objective must be one of {OBJECTIVES}; got {cfg.objective!r}")
     if cfg.context not in ("replace", "append"): raise ValueError(f"context must be 'replace' or 'append'; got {cfg.context!r}")
     if cfg.context == "append" and cfg.loss.full_softmax:
         raise ValueError("context='append' maps are a slice of a wider softmax: use loss=LossConfig(full_softmax=False)")
+    if not 0 <= cfg.visible_threshold <= 1: raise ValueError(f"visible_threshold must be in [0, 1]; got {cfg.visible_threshold}")
+
+def _check_discovery(cfg):
+    "Every check a DiscoveryConfig passes when it is made."
+    _check_run_settings(cfg, ("n_tokens", "n_keypoints", "steps", "batch_size", "micro_batch", "map_res", "n_select", "n_augment",
+                              "checkpoint_every"))
+    if cfg.objective not in OBJECTIVES: raise ValueError(f"objective must be one of {OBJECTIVES}; got {cfg.objective!r}")
     if cfg.lr <= 0 or cfg.sk_consistency_weight < 0 or cfg.consistency_ramp_steps < 0 or cfg.timestep < 0:
         raise ValueError(f"lr must be > 0 and sk_consistency_weight, consistency_ramp_steps, timestep >= 0; got "
                          f"{cfg.lr}, {cfg.sk_consistency_weight}, {cfg.consistency_ramp_steps}, {cfg.timestep}")
-    if not 0 <= cfg.visible_threshold <= 1: raise ValueError(f"visible_threshold must be in [0, 1]; got {cfg.visible_threshold}")
     _check_counts(cfg.n_tokens, cfg.n_keypoints, cfg.loss)
 
 # %% ../nbs/12_discovery.ipynb #78dd38e7
@@ -524,11 +528,13 @@ def check_views(model, units: DiscoveryUnits):
                          f"build the dataset with size={S}, resize=True")
 
 def _encode_conditions(model, units: DiscoveryUnits, seed: int, progress: bool) -> list:
+    "Per unit, from one generator seeded `seed`: cond_lat (1, 4, h, w), encoder_hidden_states (1, 77, D), the gray negative_lat (1, 4, h, w)."
     g = torch.Generator().manual_seed(seed)
     comp, out = model.components, []
     for i in tqdm(range(len(units)), desc="encode conditions", disable=not progress, leave=False):
         c = units[i]["cond"]
-        out.append(dict(cond_lat=encode_condition_image(comp, c, generator=g)["cond_lat"], encoder_hidden_states=global_embeddings(comp, c)))
+        enc = encode_condition_image(comp, c, generator=g)
+        out.append(dict(cond_lat=enc["cond_lat"], encoder_hidden_states=global_embeddings(comp, c), negative_lat=enc["negative_lat"]))
     return out
 
 # %% ../nbs/12_discovery.ipynb #e31f3bef
@@ -561,10 +567,10 @@ def select_and_extract(model, units, cond, cfg, out_dir, log, progress, keep=Non
 
 # %% ../nbs/12_discovery.ipynb #44b93168
 def _optimise(model, units: DiscoveryUnits, cond: list, cfg: DiscoveryConfig, opt, out_dir: Path, history: list, start: int,
-              state: dict, log, callback, progress: bool):
+              rng: dict, log, callback, progress: bool):
     "discover's loop: steps start+1 .. cfg.steps, each logged to `history` and the files, a checkpoint every cfg.checkpoint_every."
     dev = model.device
-    with forked_rng(dev, cfg.seed, state["rng"] if state is not None else None), \
+    with forked_rng(dev, cfg.seed, rng), \
          tqdm(total=cfg.steps, initial=start, desc="discover", disable=not progress) as bar:
         for step in range(start, cfg.steps):
             ts = time.time()
@@ -581,8 +587,8 @@ def _optimise(model, units: DiscoveryUnits, cond: list, cfg: DiscoveryConfig, op
 
 # %% ../nbs/12_discovery.ipynb #cb32853e
 def _finish_discovery(model, units, cond, cfg: DiscoveryConfig, out_dir: Path, log, history: list, resumed_from,
-                      model_id: str, progress: bool, pictures: bool, seconds: dict) -> dict:
-    "The end of discover: select and extract, save the tokens, draw the pictures, write summary.json (`seconds` holds the run's start time as 'start')."
+                      model_id: str, progress: bool, pictures: bool, t_start: float, t_opt: float) -> dict:
+    "The end of discover: select and extract, save the tokens, draw the pictures, write summary.json."
     result = select_and_extract(model, units, cond, cfg, out_dir, log, progress)
     result["history"] = history
     meta = tokens_metadata(cfg, model_id, result["counts"], units)
@@ -590,8 +596,8 @@ def _finish_discovery(model, units, cond, cfg: DiscoveryConfig, out_dir: Path, l
     t1 = time.time()
     maps0 = result.pop("maps0")
     written = write_pictures(out_dir, units, result["keypoints"], maps0, result["tokens"], history) if pictures else []
-    seconds = dict(seconds, select_extract=round(result.pop("seconds"), 2), pictures=round(time.time() - t1, 2))
-    seconds["total"] = round(time.time() - seconds.pop("start"), 2)
+    seconds = dict(optimise=round(t_opt, 2), select_extract=round(result.pop("seconds"), 2), pictures=round(time.time() - t1, 2),
+                   total=round(time.time() - t_start, 2))
     write_summary(out_dir, {"objects": len(units), "steps": cfg.steps, "resumed_from": resumed_from,
                             "tokens": result["tokens"].tolist(), "counts": result["counts"].tolist(),
                             "final_loss": history[-1]["loss"] if history else None, "seconds": seconds})
@@ -622,9 +628,9 @@ def discover(model, dataset, out_dir, cfg: DiscoveryConfig = None, resume: bool 
             opt.load_state_dict(state["optimizer"])
         cond = _encode_conditions(model, units, cfg.seed, progress)
         t0 = time.time()
-        _optimise(model, units, cond, cfg, opt, out_dir, history, start, state, log, callback, progress)
+        _optimise(model, units, cond, cfg, opt, out_dir, history, start, state["rng"] if state is not None else None, log, callback, progress)
         return _finish_discovery(model, units, cond, cfg, out_dir, log, history, start if state is not None else None, model_id,
-                                 progress, pictures, dict(start=t_start, optimise=round(time.time() - t0, 2)))
+                                 progress, pictures, t_start, time.time() - t0)
     finally:
         close_logger(log)
 

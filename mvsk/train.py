@@ -15,10 +15,11 @@ import torch
 from tqdm import tqdm
 
 from .losses import LossConfig, nvs_loss, loss_weights
-from .models import encode_condition_image, global_embeddings, empty_prompt_embeddings, encode_target_images
+from .models import empty_prompt_embeddings, encode_target_images
 from .fusion import KeypointFusion, HierarchicalGates, get_strategy
 from .unet import KeypointTokens
 from .discovery import *
+from .discovery import _check_run_settings, _encode_conditions
 
 # %% ../nbs/13_train.ipynb #e2e208a2
 FUSION_TOKENS = ("loss", "selected")
@@ -59,14 +60,8 @@ class TrainConfig(RunSettings):
 
 # %% ../nbs/13_train.ipynb #3cd30ba0
 def _check_train(cfg):
-    "Every check a TrainConfig passes when it is made (its loss given as a dict becomes a LossConfig)."
-    if isinstance(cfg.loss, dict): cfg.loss = loss_config_from_dict(cfg.loss)
-    if not isinstance(cfg.loss, LossConfig): raise ValueError(f"loss must be a LossConfig; got {type(cfg.loss).__name__}")
-    for k in ("steps", "batch_size", "micro_batch", "map_res", "checkpoint_every", "n_select", "n_augment"):
-        v = getattr(cfg, k)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{k} must be a positive integer; got {v!r}")
-    if cfg.micro_batch > cfg.batch_size:
-        raise ValueError(f"micro_batch ({cfg.micro_batch}) cannot exceed batch_size ({cfg.batch_size})")
+    "Every check a TrainConfig passes when it is made."
+    _check_run_settings(cfg, ("steps", "batch_size", "micro_batch", "map_res", "checkpoint_every", "n_select", "n_augment"))
     if not 0 <= cfg.cond_dropout <= 1: raise ValueError(f"cond_dropout must be in [0, 1]; got {cfg.cond_dropout}")
     for k in ("lr", "token_lr", "gate_lr", "grad_clip"):
         if not getattr(cfg, k) > 0: raise ValueError(f"{k} must be > 0; got {getattr(cfg, k)}")
@@ -78,10 +73,6 @@ def _check_train(cfg):
         raise ValueError("fusion_tokens='loss' picks K tokens per object, and one main pass takes one token set: use micro_batch=1 "
                          "(or fusion_tokens='selected')")
     if cfg.mixed_precision not in MIXED_PRECISION: raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}; got {cfg.mixed_precision!r}")
-    if not 0 <= cfg.visible_threshold <= 1: raise ValueError(f"visible_threshold must be in [0, 1]; got {cfg.visible_threshold}")
-    if cfg.context not in ("replace", "append"): raise ValueError(f"context must be 'replace' or 'append'; got {cfg.context!r}")
-    if cfg.context == "append" and cfg.loss.full_softmax:
-        raise ValueError("context='append' maps are a slice of a wider softmax: use loss=LossConfig(full_softmax=False)")
 
 # %% ../nbs/13_train.ipynb #12af6cf6
 TRAIN_CHECKPOINT_FORMAT = "mvsk-train-checkpoint-1"
@@ -89,15 +80,9 @@ TRAIN_FIELDS = ("step", "epoch", "loss", "nvs", "keypoint", "localization", "equ
                 "w_nvs", "w_keypoint", "w_consistency", "dropped", "timestep", "grad_norm", "seconds")
 
 def _train_conditions(model, units: DiscoveryUnits, seed: int, progress: bool) -> dict:
-    "Per unit: cond_lat (1, 4, h, w), encoder_hidden_states (1, 77, D); once: the gray negative_lat (1, 4, h, w) and the empty prompt (1, 77, D)."
-    g = torch.Generator().manual_seed(seed)
-    comp, per_unit, neg = model.components, [], None
-    for i in tqdm(range(len(units)), desc="encode conditions", disable=not progress, leave=False):
-        c = units[i]["cond"]
-        enc = encode_condition_image(comp, c, generator=g)
-        if neg is None: neg = enc["negative_lat"]
-        per_unit.append(dict(cond_lat=enc["cond_lat"], encoder_hidden_states=global_embeddings(comp, c)))
-    return dict(units=per_unit, negative_lat=neg, empty=empty_prompt_embeddings(comp, 1))
+    "Per unit, as discovery encodes them (`units`); once: the first unit's gray negative_lat (1, 4, h, w) and the empty prompt (1, 77, D)."
+    per_unit = _encode_conditions(model, units, seed, progress)
+    return dict(units=per_unit, negative_lat=per_unit[0]["negative_lat"], empty=empty_prompt_embeddings(model.components, 1))
 
 def _selection_config(cfg: TrainConfig, n_tokens: int) -> DiscoveryConfig:
     "The discovery settings of a training run's final selection and extraction (its keypoint pass, its K)."
