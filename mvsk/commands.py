@@ -9,7 +9,7 @@ __all__ = ['DISCOVER_FLAGS', 'TRAIN_FLAGS', 'GENERATE_FLAGS', 'UserError', 'flag
            'strategies_cmd']
 
 # %% ../nbs/16_commands.ipynb #777b7ddc
-import argparse, json, re, sys, time
+import json, re
 from contextlib import contextmanager
 from pathlib import Path
 

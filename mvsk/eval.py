@@ -10,7 +10,6 @@ __all__ = ['stack_keypoints', 'read_view_masks', 'linear_assignment', 'match_cos
            'diagnostics_report', 'report', 'to_markdown', 'psnr', 'ssim', 'runnable_strategies', 'compare_strategies']
 
 # %% ../nbs/14_eval.ipynb #d9cd9908
-import math
 from pathlib import Path
 import numpy as np
 import torch

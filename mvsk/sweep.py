@@ -16,6 +16,7 @@ import torch
 
 from .models import MINI_CONFIG, TINY_CONFIG, build_components, write_components, load_zero123plus, default_cache_dir, cache_lock
 from .commands import discover_cmd, train_cmd, eval_cmd, load_model, model_for, read_run_keypoints
+from .discovery import atomic_write_text
 
 # %% ../nbs/17_sweep.ipynb #3843ac25
 JOBS = ("discover", "maps", "train", "fusion")
@@ -206,9 +207,7 @@ def run_sweep(cfg: SweepConfig, out, progress: bool = True) -> Path:
         if (folder / "rows.json").is_file(): continue
         rows = score_run(cfg, out, variant, sweep_model(model), settings, seed, progress)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "rows.json.tmp"
-        tmp.write_text(json.dumps([dict(sweep=cfg.name, variant=variant, seed=seed, **r) for r in rows]))
-        tmp.replace(folder / "rows.json")
+        atomic_write_text(folder / "rows.json", json.dumps([dict(sweep=cfg.name, variant=variant, seed=seed, **r) for r in rows]))
     return write_results(out)
 
 def write_results(out) -> Path:

@@ -7,7 +7,7 @@ __all__ = ['FUSION_TOKENS', 'MIXED_PRECISION', 'TRAIN_CHECKPOINT_FORMAT', 'TRAIN
            'check_train_settings', 'integrated_step', 'train', 'same_model', 'read_run', 'load_run']
 
 # %% ../nbs/13_train.ipynb #289822a3
-import csv, importlib.util, json, logging, math, time
+import importlib.util, json, logging, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -274,7 +274,7 @@ def explorer_figure(data: dict, obj, frame: int = 0, view: int = 0, token: int =
     h, w = m.shape[-2:]
     flat = math.log(h * w)
     peak = float(peakiness(m[view:view + 1])[0]) / (h * w)              # the largest share of the mass at one pixel
-    ent = float(spatial_entropy(m[view:view + 1].double())[0]) * flat    # in nats
+    ent = float(spatial_entropy(m[view:view + 1])[0]) * flat    # in nats
     fig, axs = plt.subplots(1, 2, figsize=(7.5, 4), gridspec_kw=dict(width_ratios=[1.5, 1]))
     im = _views(ims[frame])
     axs[0].imshow(im[view]); axs[0].imshow(_upsample(m[view:view + 1], im.shape[1:3])[0], cmap=cmap, alpha=0.6, vmin=0)
