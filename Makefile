@@ -9,7 +9,7 @@ export MVSK_CACHE := $(CURDIR)/.mvsk_cache
 export MPLBACKEND := Agg
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test export clean-check nbs bench-suite
+.PHONY: install demo test export clean-check nbs bench-suite gpu-check
 
 install: $(VENV)/.installed
 
@@ -43,3 +43,8 @@ export:
 # Re-run every notebook and save its outputs (figures) in place, then clean it.
 nbs: install
 	$(PY) tests/run_notebooks.py --save && $(VENV)/bin/nbdev-clean
+
+# On a machine with a CUDA GPU (install its CUDA torch into .venv first): the device tests on CUDA, then the SD2-size
+# figures of bench/, in one report (about 8 minutes on one GPU).
+gpu-check: install
+	bash bench/gpu.sh outputs/gpu-check.md

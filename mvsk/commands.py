@@ -154,8 +154,9 @@ def train_cmd(data="data/sample", out="outputs/train", model="tiny", device="cpu
     "Integrated training on a dataset folder; writes the run directory `out` and returns `train`'s result."
     from mvsk.attention import SKSettings
     from mvsk.discovery import discovery_datasets, as_units, check_views
-    from mvsk.train import train, check_train_settings
+    from mvsk.train import train, check_train_settings, process_device
     from mvsk.unet import RefOnlyNoisedUNet
+    device = process_device(device)                              # under a launcher: this process's own GPU
     with user_input(TRAIN_FLAGS):
         cfg = train_config(model, config, schedule, **overrides)
         discovery_datasets(data, rig=rig)

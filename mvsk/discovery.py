@@ -332,7 +332,10 @@ def forked_rng(dev, seed: int, state: dict = None):
     devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         if state is None: torch.manual_seed(seed)
-        else: set_rng_state(state, dev)
+        else:
+            set_rng_state(state, dev)
+            if dev.type == "cuda" and state["cuda"] is None:       # a CPU checkpoint resumed on a GPU: seed the GPU's stream
+                with torch.cuda.device(dev): torch.cuda.manual_seed(seed)
         yield
 
 # %% ../nbs/12_discovery.ipynb #e1663aae

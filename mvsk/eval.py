@@ -89,7 +89,7 @@ def _check_xy(xy, name, B=None, V=None):
 def _check_weights(weights, pred_xy):
     "Per-keypoint weights (B, V, K) like pred_xy, finite and >= 0 (None: all ones)."
     B, V, K, _ = pred_xy.shape
-    if weights is None: return torch.ones(B, V, K, dtype=pred_xy.dtype)
+    if weights is None: return torch.ones(B, V, K, dtype=pred_xy.dtype, device=pred_xy.device)
     if not (isinstance(weights, torch.Tensor) and weights.shape == (B, V, K)):
         raise ValueError(f"weights must be (B, V, K) = {(B, V, K)} like pred_xy; got {describe(weights)}")
     if not torch.isfinite(weights).all() or (weights < 0).any(): raise ValueError("weights must be finite and >= 0")
@@ -146,7 +146,7 @@ def oracle_keypoints(gt: dict, sigma: float = 0.005, generator: torch.Generator 
             out[b, :, [union.index(l) for l in labs]] = xy[b, :, :len(labs)]
         xy, present = out, _label_presence(labels, union)[:, None, :, None]
     else: present = torch.ones(1, dtype=torch.bool)
-    noise = sigma * torch.randn(xy.shape, generator=generator)
+    noise = sigma * torch.randn(xy.shape, generator=generator, device=generator.device if generator is not None else "cpu").to(xy.device)
     return torch.where(present, xy + noise, xy)
 
 def _label_union(labels, gt=None) -> list:
@@ -218,8 +218,8 @@ def centroid_keypoints(masks: torch.Tensor, k: int) -> torch.Tensor:
     m = masks.float()
     n = m.sum((-2, -1))
     if (n == 0).any(): raise ValueError(f"every mask needs an object pixel; empty (b, v): {(n == 0).nonzero().tolist()}")
-    x = (m * ((torch.arange(W) + 0.5) / W)).sum((-2, -1)) / n
-    y = (m * ((torch.arange(H) + 0.5) / H)[:, None]).sum((-2, -1)) / n
+    x = (m * ((torch.arange(W, device=m.device) + 0.5) / W)).sum((-2, -1)) / n
+    y = (m * ((torch.arange(H, device=m.device) + 0.5) / H)[:, None]).sum((-2, -1)) / n
     return torch.stack([x, y], -1)[:, :, None].expand(*masks.shape[:2], k, 2).clone()
 
 # %% ../nbs/14_eval.ipynb #b2f94f16
@@ -246,7 +246,7 @@ def _triangulated(pred_xy, cameras, weights):
     w = _check_weights(weights, pred_xy)
     ok = (w > 0).sum(1) >= 2                                                       # (B, K)
     w = torch.where(ok[:, None], w, torch.ones_like(w)).to(pred_xy.dtype)
-    pts = torch.empty(B, K, 3, dtype=pred_xy.dtype); res = torch.empty(B, V, K, dtype=pred_xy.dtype)
+    pts = pred_xy.new_empty(B, K, 3); res = pred_xy.new_empty(B, V, K)
     for cam, idx in _same_rig(_rigs(cameras, B, V)):                              # one solve per distinct rig
         t = triangulate_keypoints(pred_xy[idx], cam, w[idx])
         pts[idx], res[idx] = t["points"], t["residual"]
@@ -272,7 +272,7 @@ def regressor_fit(x: torch.Tensor, y: torch.Tensor, visible: torch.Tensor = None
     if not (isinstance(y, torch.Tensor) and y.ndim == 3 and y.shape[0] == M and y.shape[-1] == 2):
         raise ValueError(f"y must be (M={M}, N, 2) normalised (x, y); got {describe(y)}")
     N = y.shape[1]
-    vis = torch.ones(M, N, dtype=torch.bool) if visible is None else visible
+    vis = torch.ones(M, N, dtype=torch.bool, device=x.device) if visible is None else visible
     if not (isinstance(vis, torch.Tensor) and vis.dtype == torch.bool and vis.shape == (M, N)):
         raise ValueError(f"visible must be bool (M, N) = {(M, N)}; got {describe(visible)}")
     if not vis.any(0).all():
@@ -282,7 +282,7 @@ def regressor_fit(x: torch.Tensor, y: torch.Tensor, visible: torch.Tensor = None
     v = vis.double()                                                   # a sample where n is hidden adds a zero row to n's fit
     XtX = torch.einsum("mn,mi,mj->nij", v, X, X)                       # (N, 2K, 2K)
     XtY = torch.einsum("mn,mi,mnc->nic", v, X, Y)                      # (N, 2K, 2)
-    W = torch.from_numpy(np.linalg.pinv(XtX.numpy())) @ XtY            # one pinv(XᵀX)·XᵀY per gt keypoint, as StableKeypoints
+    W = torch.from_numpy(np.linalg.pinv(XtX.cpu().numpy())).to(XtY.device) @ XtY   # one pinv(XᵀX)·XᵀY per gt keypoint, as StableKeypoints
     return W.permute(1, 0, 2).reshape(2 * K, 2 * N)
 
 def regressor_predict(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -371,7 +371,7 @@ def keypoint_spread(pred_xy: torch.Tensor, weights: torch.Tensor = None) -> torc
     _check_xy(pred_xy, "pred_xy")
     B, V, K, _ = pred_xy.shape
     w = _check_weights(weights, pred_xy)
-    pair = (w > 0)[..., :, None] & (w > 0)[..., None, :] & ~torch.eye(K, dtype=torch.bool)
+    pair = (w > 0)[..., :, None] & (w > 0)[..., None, :] & ~torch.eye(K, dtype=torch.bool, device=w.device)
     d = (pred_xy[..., :, None, :] - pred_xy[..., None, :, :]).norm(dim=-1)
     return _ratio(d[pair].sum(), pair.sum().float(), "keypoint_spread")
 

@@ -220,6 +220,7 @@ def _move(self: RandomAffine, xy, m):
     if not isinstance(xy, torch.Tensor) or xy.ndim < 3 or xy.shape[-1] != 2 or math.prod(xy.shape[:-2]) != len(self):
         raise ValueError(f"xy must be (..., K, 2) normalised (x, y) with {len(self)} leading entries; got {describe(xy)}")
     u = 2 * xy.reshape(len(self), -1, 2).double() - 1
+    m = m.to(u.device)                                   # the matrices live on the CPU; the points may be on a GPU
     u = u @ m[:, :2, :2].transpose(1, 2) + m[:, None, :2, 2]
     return ((u + 1) / 2).to(xy.dtype).reshape(xy.shape)
 

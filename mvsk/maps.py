@@ -20,7 +20,7 @@ def describe(x) -> object:
 # %% ../nbs/00a_maps.ipynb #5e2d3229
 def gaussian_maps(xy: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     "(..., 2) normalised (x, y) -> (..., size, size) peak-1 Gaussians of `sigma` px centred there."
-    c = torch.arange(size, dtype=torch.float32) + 0.5
+    c = torch.arange(size, dtype=torch.float32, device=xy.device) + 0.5
     x, y = xy[..., 0, None, None] * size, xy[..., 1, None, None] * size
     return torch.exp(-((c.view(1, -1) - x) ** 2 + (c.view(-1, 1) - y) ** 2) / (2 * sigma ** 2))
 

@@ -287,7 +287,7 @@ def evaluate_views(comp, test: dict, steps: int = 25, guidance_scale: float = 2.
     views = []
     for i in range(0, len(test["cond"]), batch):
         res = generate(net, test["cond"][i:i + batch], num_inference_steps=steps, guidance_scale=guidance_scale,
-                       generator=torch.Generator().manual_seed(seed + i), progress=False)
+                       generator=seed + i, progress=False)          # a seed: generate draws on the model's device
         views.append(res.views.float().cpu())
     views = torch.cat(views)
     return dict(views=views, scores=view_scores(views, test["views"]))

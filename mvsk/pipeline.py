@@ -104,7 +104,7 @@ def _tokens_and_selection(model, tokens, selected, n_keypoints):
         raise ValueError(f"selected must be distinct integer token ids in [0, {emb.shape[0]}); got {sel.tolist()}")
     if n_keypoints is not None and n_keypoints != len(sel):
         raise ValueError(f"n_keypoints={n_keypoints} does not match the tokens' selection (K={len(sel)}: {sel.tolist()})")
-    return emb.detach(), sel.long().to(emb.device)
+    return emb.detach().to(model.device), sel.long().to(model.device)   # e.g. tokens read from a file onto the CPU
 
 # %% ../nbs/08_pipeline.ipynb #c001ca40
 @dataclass

@@ -129,7 +129,7 @@ def map_rows(run, data, model: str) -> list:
         item = load_views(data / name, size=comp.view_size, resize=True)
         cond_lat = encode_condition_image(comp, item["cond_imgs"], generator=g)["cond_lat"]
         ref = net.forward_sk(item["target_imgs"][None], cond_lat, global_embeddings(comp, item["cond_imgs"]), timestep=cfg.timestep,
-                             generator=g, context=cfg.context, reference=cfg.reference)
+                             generator=g, context=cfg.context, reference=cfg.reference, keep_layers=True)
         layers = {**{l: d["individual_views"] for l, d in ref["sk_maps"].items()}, "layer mean": ref["sk_maps_mean"]["individual_views"]}
         masks = read_view_masks(data / name)[:, None].float()                       # (6, 1, H, W)
         for layer, maps in layers.items():

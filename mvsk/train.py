@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['FUSION_TOKENS', 'MIXED_PRECISION', 'TRAIN_CHECKPOINT_FORMAT', 'TRAIN_FIELDS', 'RUN_KINDS', 'TrainConfig',
-           'check_train_settings', 'integrated_step', 'train', 'same_model', 'read_run', 'load_run']
+           'check_train_settings', 'integrated_step', 'launched_processes', 'process_device', 'make_accelerator',
+           'train', 'same_model', 'read_run', 'load_run']
 
 # %% ../nbs/13_train.ipynb #289822a3
-import importlib.util, json, logging, math, time
+import importlib.util, json, logging, math, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +132,16 @@ def _dropout_nvs(model, views, cond_lat, encoder_hidden_states, cond: dict, maps
         nvs, ts = nvs + l_nvs * (len(r) / b), ts + t.tolist()
     return nvs, ts, drop
 
+# %% ../nbs/13_train.ipynb #b588bdab
+def _check_finite(vals: dict, accelerator, dev, where: str):
+    "Raise FloatingPointError on every process when any process's logged terms are not finite."
+    bad = not all(math.isfinite(v) for v in vals.values())
+    n_bad = bad
+    if accelerator.num_processes > 1:
+        n_bad = int(accelerator.reduce(torch.tensor([float(bad)], device=dev), "sum").item())
+    if bad: raise FloatingPointError(f"non-finite loss {where}: {vals}")
+    if n_bad: raise FloatingPointError(f"non-finite loss on {n_bad} other process(es) {where.split(' on ')[0]}; this one's: {vals}")
+
 # %% ../nbs/13_train.ipynb #c6c63540
 def integrated_step(model, units: DiscoveryUnits, cond: dict, idx: list, step: int, cfg: TrainConfig, gates,
                     accelerator, n_batch: int) -> dict:
@@ -160,8 +171,7 @@ def integrated_step(model, units: DiscoveryUnits, cond: dict, idx: list, step: i
         vals = dict(loss=loss, nvs=nvs, keypoint=terms["keypoint"], localization=sk["total_localization"],
                     equivariance=sk["equivariance"], consistency=sk["view_consistency"], sk_total=terms["sk_total"])
         vals = {k: float(v.detach()) for k, v in vals.items()}
-        if not all(math.isfinite(v) for v in vals.values()):
-            raise FloatingPointError(f"non-finite loss at step {step + 1} on {[units.name(i) for i in part]}: {vals}")
+        _check_finite(vals, accelerator, dev, f"at step {step + 1} on {[units.name(i) for i in part]}")
         accelerator.backward(loss * (b / n_batch))
         vals.update(dropped=float(drop.sum()), timestep=float(sum(ts)) / b)
         for k, v in vals.items(): sums[k] += v * (b / n_batch) if k != "dropped" else v
@@ -219,24 +229,47 @@ def _save_trained(out_dir: Path, model, gates, cfg, meta: dict):
         unet = {k: v.detach().cpu().contiguous() for k, v in model.unet.state_dict().items()}
         atomic_write(out_dir / "unet.safetensors", lambda p: save_file(unet, str(p)))
 
+# %% ../nbs/13_train.ipynb #f3b001b5
+def launched_processes() -> int:
+    "How many processes a launcher started (accelerate launch and torchrun set WORLD_SIZE); 1 for a plain run."
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+def process_device(device) -> torch.device:
+    "The device this process works on: under a multi-process launch a CUDA device means this process's own GPU (LOCAL_RANK)."
+    d = torch.device(device)
+    if d.type == "cuda" and launched_processes() > 1: return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return d
+
+def make_accelerator(model, mixed_precision: str = "no"):
+    "An Accelerator for `model`: in a single process made afresh for the model's device; under a launcher, the launcher's."
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    if launched_processes() == 1: AcceleratorState._reset_state(reset_partial_state=True)   # no earlier Accelerator's settings
+    acc = Accelerator(mixed_precision=mixed_precision, cpu=model.device.type == "cpu")
+    if acc.num_processes == 1 and acc.device.type != model.device.type:
+        raise ValueError(f"accelerate chose {acc.device} for a model on {model.device}")
+    return acc
+
 # %% ../nbs/13_train.ipynb #fe1ff185
 def _start_training(model, dataset, out_dir: Path, cfg: TrainConfig, resume: bool, overwrite: bool, gates, accelerator) -> tuple:
     "train's checks and set-up, before any work -> (units, gates, the checkpoint's state or None, the Accelerator)."
-    from accelerate import Accelerator
     check_train_settings(model, cfg)
     units = as_units(dataset)
     check_views(model, units)
     gates = gates if gates is not None else HierarchicalGates.for_model(model)
     if not isinstance(gates, HierarchicalGates): raise ValueError(f"gates must be HierarchicalGates; got {type(gates).__name__}")
     state = resume_state(out_dir, cfg, TRAIN_MAY_CHANGE, TRAIN_CHECKPOINT_FORMAT) if resume else None
-    acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=model.device.type == "cpu")
+    acc = accelerator or make_accelerator(model, cfg.mixed_precision)
+    if acc.mixed_precision != cfg.mixed_precision:
+        raise ValueError(f"the accelerator's mixed_precision is {acc.mixed_precision!r} but the settings ask for {cfg.mixed_precision!r}")
     if state is not None and len(state["rng"]) != acc.num_processes:
         raise ValueError(f"resume: the checkpoint holds the RNG states of {len(state['rng'])} processes; this run has {acc.num_processes}")
     if cfg.batch_size < acc.num_processes:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be at least the number of processes ({acc.num_processes})")
     if acc.is_main_process: prepare_run_dir(out_dir, resume, overwrite)
     acc.wait_for_everyone()
-    if model.device != acc.device: model.components.to(device=acc.device); model.to(acc.device)
+    if acc.num_processes > 1 and model.device != acc.device:     # a launcher's process trains on its own GPU
+        model.components.to(device=acc.device); model.to(acc.device)
     gates.to(model.device)
     return units, gates, state, acc
 
