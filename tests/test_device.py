@@ -8,7 +8,7 @@ refuse to mix them with CPU ones, so the device handling of the pure tensor code
 the map helpers) is checked on the CPU too. The model paths themselves cannot run on fake tensors:
 they check values at their boundaries (images in [0, 1], maps that sum to 1), and a fake tensor has no
 values; those paths are checked on a real GPU by this file."""
-import json, os
+import json, os, shutil
 from pathlib import Path
 
 import pytest
@@ -177,3 +177,63 @@ def test_fake_cuda_guard():
             _without_mixing(fn)
         with pytest.raises(FakeTensorDeviceMismatchError):                        # the guard is live: mixing raises
             _without_mixing(lambda: xy.double() @ torch.eye(2, dtype=torch.float64))
+
+
+def test_tokens_are_made_where_the_unet_is():
+    "RefOnlyNoisedUNet makes its tokens on the UNet's device (here the meta device stands in for a GPU) and refuses others."
+    from mvsk.unet import RefOnlyNoisedUNet
+    from mvsk.attention import SKSettings
+    model = _model()
+    meta = RefOnlyNoisedUNet(model.unet.to("meta"), model.train_sched, model.val_sched, n_tokens=8, sk=SKSettings(map_res=16))
+    assert meta.tokens.embeddings.device.type == "meta"
+    cpu = _model()
+    with pytest.raises(ValueError, match="tokens are on meta but the UNet is on"):
+        cpu.forward_sk(torch.randn(6, 4, 16, 16, device=cpu.device), reference=False,
+                       tokens=torch.randn(16, cpu.unet.config.cross_attention_dim, device="meta"))
+
+
+def test_evaluation_helpers_on_the_device():
+    "The metrics take keypoints on the device and give what the same call gives on the CPU."
+    from mvsk.cameras import zero123plus_cameras
+    from mvsk.eval import centroid_keypoints, keypoint_spread, regressor_fit, reprojection_error
+    g, d = torch.Generator().manual_seed(0), torch.device(torch_device)
+    xy, masks = torch.rand(2, 6, 5, 2, generator=g), torch.rand(2, 6, 16, 16, generator=g) > 0.5
+    x, y, vis = torch.rand(8, 4, 2, generator=g), torch.rand(8, 3, 2, generator=g), torch.rand(8, 3, generator=g) > 0.2
+    vis[0] = True                                                    # every gt keypoint visible somewhere
+    cams = zero123plus_cameras()
+    calls = {keypoint_spread: ((xy,), (xy.to(d),)), centroid_keypoints: ((masks, 3), (masks.to(d), 3)),
+             regressor_fit: ((x, y, vis), (x.to(d), y.to(d), vis.to(d))),
+             reprojection_error: ((xy, cams), (xy.to(d), cams.to(device=d)))}
+    for f, (on_cpu, on_dev) in calls.items():
+        out = f(*on_dev)
+        assert out.device.type == d.type, f.__name__
+        torch.testing.assert_close(out.cpu(), f(*on_cpu), atol=1e-5, rtol=1e-5, equal_nan=True)
+
+
+def test_cpu_checkpoint_resumes_on_the_device(tmp_path):
+    "A discovery checkpointed on the CPU finishes on the device, reproducibly (on the CPU: bit for bit as one run)."
+    from mvsk.discovery import DiscoveryConfig, discover
+    from mvsk.data import MultiViewDataset
+    from mvsk.losses import LossConfig
+    from mvsk.attention import SKSettings
+    from mvsk.models import load_zero123plus, tiny_zero123plus
+    from mvsk.unet import RefOnlyNoisedUNet
+    cfg = DiscoveryConfig(n_tokens=16, n_keypoints=4, steps=2, batch_size=1, map_res=16, n_augment=1, n_select=1, checkpoint_every=1,
+                          loss=LossConfig(n_keypoints=4, n_candidates=8))
+    data = MultiViewDataset(ROOT / "data" / "sample", objects=["a1_001"])
+    cpu = RefOnlyNoisedUNet.from_components(load_zero123plus(tiny_zero123plus(seed=0)), n_tokens=16, sk=SKSettings(map_res=16))
+
+    def stop(step, rec):
+        if step == 1: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        discover(cpu, data, tmp_path / "run", cfg, progress=False, pictures=False, callback=stop)
+    ends = []
+    for k in range(2):
+        run = tmp_path / f"run{k}"
+        shutil.copytree(tmp_path / "run", run)
+        res = discover(_model(), data, run, cfg, resume=True, progress=False, pictures=False)
+        ends.append(torch.load(run / "checkpoint.pt", weights_only=False)["tokens"])
+    assert torch.equal(ends[0], ends[1]) and torch.isfinite(ends[0]).all()
+    if not on_cuda:
+        straight = discover(_model(), data, tmp_path / "straight", cfg, progress=False, pictures=False)
+        assert torch.equal(torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["tokens"], ends[0])
