@@ -66,6 +66,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                           'mvsk.cli._eval_parser': ('cli.html#_eval_parser', 'mvsk/cli.py'),
                           'mvsk.cli._files': ('cli.html#_files', 'mvsk/cli.py'),
                           'mvsk.cli._generate_main': ('cli.html#_generate_main', 'mvsk/cli.py'),
+                          'mvsk.cli._keypoints_main': ('cli.html#_keypoints_main', 'mvsk/cli.py'),
                           'mvsk.cli._mini_main': ('cli.html#_mini_main', 'mvsk/cli.py'),
                           'mvsk.cli._probe_main': ('cli.html#_probe_main', 'mvsk/cli.py'),
                           'mvsk.cli._render_main': ('cli.html#_render_main', 'mvsk/cli.py'),

@@ -78,7 +78,7 @@ def test_other_errors_keep_their_traceback(tmp_path):
 
 def test_help_for_every_command():
     assert "usage: mvsk discover" in run("discover", "--help").stdout               # through the console entry point
-    for cmd in ("demo", "discover", "train", "render", "generate", "eval", "mini", "sweep", "probe"):
+    for cmd in ("demo", "discover", "train", "render", "generate", "eval", "mini", "sweep", "probe", "keypoints"):
         r = run_in_process(cmd, "--help")
         assert r.returncode == 0 and "usage: mvsk " + cmd in r.stdout, (cmd, r.stderr)
         if cmd in ("generate", "eval", "train", "discover", "demo"): assert "mini" in r.stdout, cmd    # --model mini
