@@ -553,6 +553,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'mvsk.train.make_accelerator': ('train.html#make_accelerator', 'mvsk/train.py'),
                             'mvsk.train.process_device': ('train.html#process_device', 'mvsk/train.py'),
                             'mvsk.train.read_run': ('train.html#read_run', 'mvsk/train.py'),
+                            'mvsk.train.release_accelerator': ('train.html#release_accelerator', 'mvsk/train.py'),
                             'mvsk.train.same_model': ('train.html#same_model', 'mvsk/train.py'),
                             'mvsk.train.train': ('train.html#train', 'mvsk/train.py')},
             'mvsk.unet': { 'mvsk.unet.KeypointTokens': ('unet.html#keypointtokens', 'mvsk/unet.py'),

@@ -38,6 +38,8 @@ def _discover_parser(prog, data, out, overwrite_help, model="tiny"):
     ap.add_argument("--n-augment", type=int, help="test-time augmentations at extraction (StableKeypoints: 10)")
     ap.add_argument("--batch-size", type=int, help="objects per step (StableKeypoints: 4)")
     ap.add_argument("--lr", type=float, help="Adam learning rate of the tokens (StableKeypoints: 5e-3)")
+    ap.add_argument("--layers", help="cross-attention layers the keypoint pass reads, comma-separated (default: the model's; "
+                    "StableKeypoints' four for Zero123++; `mvsk probe` measures which carry parts)")
     ap.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     ap.add_argument("--overwrite", action="store_true", help=overwrite_help)
     return ap
@@ -45,7 +47,8 @@ def _discover_parser(prog, data, out, overwrite_help, model="tiny"):
 def _run_discover(a, overwrite):
     res = discover_cmd(a.data, a.out, a.model, a.device, a.config, a.resume, overwrite or a.overwrite, rig=a.rig, seed=a.seed,
                        steps=a.steps, n_tokens=a.n_tokens, n_keypoints=a.n_keypoints, map_res=a.map_res,
-                       n_augment=a.n_augment, batch_size=a.batch_size, lr=a.lr)
+                       n_augment=a.n_augment, batch_size=a.batch_size, lr=a.lr,
+                       layers=a.layers.split(",") if a.layers else None)
     print(f"mvsk discover: {len(res['keypoints'])} object(s), keypoint tokens {res['tokens'].tolist()}, "
           f"{res['seconds']['total']:.0f} s; wrote {a.out}/: {_files(a.out)}")
 

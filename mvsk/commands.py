@@ -118,7 +118,7 @@ def discovery_config(model="tiny", config=None, **overrides):
     return merged_config(demo_config() if model in ("tiny", "mini") else DiscoveryConfig(), config, **overrides)
 
 # %% ../nbs/16_commands.ipynb #2e7be1c4
-DISCOVER_FLAGS = ("seed", "steps", "n_tokens", "n_keypoints", "map_res", "n_augment", "batch_size", "lr")
+DISCOVER_FLAGS = ("seed", "steps", "n_tokens", "n_keypoints", "map_res", "n_augment", "batch_size", "lr", "layers")
 
 def discover_cmd(data="data/sample", out="outputs/discover", model="tiny", device="cpu", config=None, resume=False,
                  overwrite=False, progress=True, rig="v1.2", **overrides) -> dict:

@@ -81,6 +81,10 @@ def _check_discovery(cfg):
         raise ValueError(f"lr must be > 0 and sk_consistency_weight, consistency_ramp_steps, timestep >= 0; got "
                          f"{cfg.lr}, {cfg.sk_consistency_weight}, {cfg.consistency_ramp_steps}, {cfg.timestep}")
     _check_counts(cfg.n_tokens, cfg.n_keypoints, cfg.loss)
+    if cfg.layers is not None:
+        if isinstance(cfg.layers, str) or not cfg.layers or not all(isinstance(l, str) for l in cfg.layers):
+            raise ValueError(f"layers must be None (the model's) or a non-empty list of cross-attention layer names; got {cfg.layers!r}")
+        cfg.layers = tuple(cfg.layers)
 
 # %% ../nbs/12_discovery.ipynb #78dd38e7
 OBJECTIVES = ("sk", "integrated")
@@ -101,6 +105,7 @@ class DiscoveryConfig(RunSettings):
     timestep: int = 0                   # StableKeypoints: t = 0 with fresh noise
     context: str = "replace"            # StableKeypoints: the tokens replace the text context ("append": ours)
     reference: bool = True              # ours: the views read the condition's reference tokens, as in Zero123++
+    layers: tuple = None                # ours: None = the model's (its declared layers, else StableKeypoints' four)
     objective: str = "sk"               # ours: "sk" = 100 L_loc + 1000 L_eq + w_cons L_cons; "integrated" = plan's block
     sk_consistency_weight: float = 150.0   # ours: the plan's consistency : localisation = 0.3 : 0.2 on SK's weight 100
     consistency_ramp_steps: int = 100   # ours: early maps are not worth triangulating (the plan ramps it too)
@@ -196,8 +201,9 @@ def batch_units(n_units: int, batch_size: int, seed: int, step: int) -> list:
 
 # %% ../nbs/12_discovery.ipynb #5e0604e7
 def _sk_kwargs(cfg: DiscoveryConfig) -> dict:
-    return dict(timestep=cfg.timestep, map_res=cfg.map_res, context=cfg.context, reference=cfg.reference,
-                map_checkpoint=cfg.map_checkpoint)
+    kw = dict(timestep=cfg.timestep, map_res=cfg.map_res, context=cfg.context, reference=cfg.reference,
+              map_checkpoint=cfg.map_checkpoint)
+    return kw if cfg.layers is None else {**kw, "layers": cfg.layers}
 
 def view_maps_fn(model, cond_lat: torch.Tensor, encoder_hidden_states: torch.Tensor, cfg: DiscoveryConfig = None):
     "One object's (1, 4, h, w) cond latent + (1, 77, D) embeddings -> maps_fn((N, 3, H, W) in [0, 1]) -> (N, T, r, r) maps."
@@ -369,7 +375,7 @@ def run_config(model, units, model_id: str, seed: int, **extra) -> dict:
     "What config.json records beside the settings: model id, seed, token count and width, view size, device, UNet dtype, `extra`, objects."
     return {"model": model_id, "seed": seed, "n_tokens": model.tokens.n_tokens, "token_dim": model.tokens.dim,
             "view_size": model.components.view_size, "device": str(model.device), "unet_dtype": str(model.dtype),
-            **extra, "objects": [units.name(i) for i in range(len(units))]}
+            "model_layers": list(model.sk.layers), **extra, "objects": [units.name(i) for i in range(len(units))]}
 
 def tokens_metadata(cfg, model_id: str, counts: torch.Tensor, units) -> dict:
     "The metadata saved in tokens.safetensors: settings, model id, how often each token was selected, objects, versions."

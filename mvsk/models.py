@@ -76,6 +76,7 @@ class Zero123PlusComponents:
     ramping_coefficients: torch.Tensor  # (77,)
     source: str = ""
     reference_latent: str = "noised"    # Zero123++: the condition latent noised to the sample's t; "clean": as it is, at t = 0
+    sk_layers: tuple = None             # the layers the keypoint pass reads by default; None: StableKeypoints' four
 
     @property
     def view_size(self) -> int:
@@ -138,6 +139,9 @@ def _check_layout(root: Path):
     ref = index.get("mvsk_reference_latent", "noised")
     if ref not in REFERENCE_LATENTS:
         raise ValueError(f"{root / 'model_index.json'}: mvsk_reference_latent must be one of {REFERENCE_LATENTS}; got {ref!r}")
+    layers = index.get("mvsk_sk_layers")
+    if layers is not None and not (isinstance(layers, list) and layers and all(isinstance(l, str) for l in layers)):
+        raise ValueError(f"{root / 'model_index.json'}: mvsk_sk_layers must be a non-empty list of layer names; got {layers!r}")
     return index
 
 # %% ../nbs/02_models.ipynb #67e81cc6
@@ -179,7 +183,8 @@ def load_zero123plus(path_or_repo_id=ZERO123PLUS_REPO, dtype: torch.dtype = torc
         scheduler=EulerAncestralDiscreteScheduler.from_config(sched_cfg, timestep_spacing="trailing"),
         train_scheduler=DDPMScheduler.from_config(sched_cfg),
         ramping_coefficients=torch.tensor(index["ramping_coefficients"], dtype=torch.float32),
-        source=str(path_or_repo_id), reference_latent=index.get("mvsk_reference_latent", "noised"))
+        source=str(path_or_repo_id), reference_latent=index.get("mvsk_reference_latent", "noised"),
+        sk_layers=tuple(index["mvsk_sk_layers"]) if "mvsk_sk_layers" in index else None)
     for m in comp.modules().values(): m.eval().requires_grad_(False)
     return comp.to(device=device)
 
@@ -253,7 +258,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MVSK_CACHE", Path.home() / ".cache" / "mvsk"))
 
 # %% ../nbs/02_models.ipynb #e9601838
-def write_components(parts: dict, path, reference_latent: str = "noised", files: dict = None, **save_kw) -> Path:
+def write_components(parts: dict, path, reference_latent: str = "noised", files: dict = None, sk_layers=None, **save_kw) -> Path:
     "Write `parts` (the seven components) in the hub layout, with Zero123++'s scheduler and ramp, atomically -> `path`."
     import shutil
     if reference_latent not in REFERENCE_LATENTS:
@@ -272,6 +277,7 @@ def write_components(parts: dict, path, reference_latent: str = "noised", files:
              **{k: list(v) for k, v in COMPONENTS.items()},
              "ramping_coefficients": _ramping_coefficients(), "safety_checker": [None, None]}
     if reference_latent != "noised": index["mvsk_reference_latent"] = reference_latent
+    if sk_layers is not None: index["mvsk_sk_layers"] = list(sk_layers)
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
     for name, content in (files or {}).items():
         (tmp / name).write_text(content if isinstance(content, str) else json.dumps(content, indent=2))

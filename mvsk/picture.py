@@ -213,7 +213,8 @@ def picture_model(model: str = None, device: str = "cpu", run=None, tokens=None,
         settings = info["config"][info["kind"]]
     else: settings = _tokens_settings(tokens)
     cfg = extraction_config(settings, net.tokens.n_tokens, len(net.tokens.selected), mid, **overrides)
-    net.sk = SKSettings(**{**net.sk.__dict__, "map_res": cfg.map_res, "context": cfg.context, "reference": cfg.reference})
+    net.sk = SKSettings(**{**net.sk.__dict__, "map_res": cfg.map_res, "context": cfg.context, "reference": cfg.reference,
+                           "layers": cfg.layers or net.sk.layers})
     return net.eval(), gates, mid, cfg, str(run if run is not None else tokens)
 
 # %% ../nbs/16a_picture.ipynb #d19f235d
@@ -326,6 +327,8 @@ def regenerate_mini_tokens(work="runs/mini_tokens", dest=None, n_objects: int = 
     dest = Path(dest) if dest is not None else mini_zero123plus() / "keypoints.safetensors"
     from safetensors import safe_open
     with safe_open(str(work / "run" / "tokens.safetensors"), "pt") as f: meta = {k: json.loads(v) for k, v in f.metadata().items()}
+    if meta["config"].get("layers") is None:                            # the layers they were made on, whatever the model declares later
+        meta["config"]["layers"] = json.loads((work / "run" / "config.json").read_text())["model_layers"]
     tok = KeypointTokens.load(work / "run" / "tokens.safetensors")
     meta.update(selected=tok.selected.tolist(), data=dict(render, recipe="mvsk_mini.json: training objects (data_seed), not the held-out seed"),
                 regenerate=f'python -c "from mvsk.picture import regenerate_mini_tokens; regenerate_mini_tokens()"',

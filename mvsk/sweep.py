@@ -122,8 +122,8 @@ def map_rows(run, data, model: str) -> list:
     tok = KeypointTokens.load(run / "tokens.safetensors")
     if len(tok.selected) == 0: raise ValueError(f"{run / 'tokens.safetensors'} holds no selected keypoint tokens")
     comp = load_model(model)
-    net = RefOnlyNoisedUNet.from_components(comp, n_tokens=tok.n_tokens, sk=SKSettings(map_res=cfg.map_res)).eval()
-    net.tokens = tok
+    net = RefOnlyNoisedUNet.from_components(comp, layers=cfg.layers, n_tokens=tok.n_tokens, sk=SKSettings(map_res=cfg.map_res)).eval()
+    net.tokens = tok                                                              # the run's layers, else the model's
     g, acc = torch.Generator().manual_seed(cfg.seed), {}
     for name in sorted(read_run_keypoints(run)):
         item = load_views(data / name, size=comp.view_size, resize=True)

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FUSION_TOKENS', 'MIXED_PRECISION', 'TRAIN_CHECKPOINT_FORMAT', 'TRAIN_FIELDS', 'RUN_KINDS', 'TrainConfig',
            'check_train_settings', 'integrated_step', 'launched_processes', 'process_device', 'make_accelerator',
-           'train', 'same_model', 'read_run', 'load_run']
+           'release_accelerator', 'train', 'same_model', 'read_run', 'load_run']
 
 # %% ../nbs/13_train.ipynb #289822a3
 import importlib.util, json, logging, math, os, time
@@ -19,6 +19,7 @@ from .losses import LossConfig, nvs_loss, loss_weights
 from .models import empty_prompt_embeddings, encode_target_images
 from .fusion import KeypointFusion, HierarchicalGates, get_strategy
 from .unet import KeypointTokens
+from .attention import SKSettings
 from .discovery import *
 from .discovery import _check_run_settings, _encode_conditions
 
@@ -250,6 +251,11 @@ def make_accelerator(model, mixed_precision: str = "no"):
         raise ValueError(f"accelerate chose {acc.device} for a model on {model.device}")
     return acc
 
+def release_accelerator():
+    "Forget accelerate's process-wide settings, so that an Accelerator made later in this process starts from none."
+    from accelerate.state import AcceleratorState, GradientState
+    AcceleratorState._reset_state(reset_partial_state=True); GradientState._reset_state()
+
 # %% ../nbs/13_train.ipynb #fe1ff185
 def _start_training(model, dataset, out_dir: Path, cfg: TrainConfig, resume: bool, overwrite: bool, gates, accelerator) -> tuple:
     "train's checks and set-up, before any work -> (units, gates, the checkpoint's state or None, the Accelerator)."
@@ -358,6 +364,7 @@ def train(model, dataset, out_dir, cfg: TrainConfig = None, resume: bool = False
         model.train(was_training)
         if tb is not None: tb.close()
         close_logger(log)
+        if accelerator is None and launched_processes() == 1: release_accelerator()   # its settings were this run's alone
 
 # %% ../nbs/13_train.ipynb #28c590f2
 def same_model(a, b) -> bool:
@@ -421,4 +428,6 @@ def load_run(run, model, model_id: str = None) -> dict:
         gates = HierarchicalGates(info["gates"]["layers"]).to(model.device)
         with torch.no_grad(): gates.gamma.copy_(info["gates"]["gamma"])
     model.tokens = KeypointTokens.load(info["dir"] / "tokens.safetensors").to(model.device)
+    layers = info["config"].get("discovery", {}).get("layers")
+    if layers: model.sk = SKSettings(**{**model.sk.__dict__, "layers": tuple(layers)})   # the layers its tokens were made on
     return {**info, "gates": gates}

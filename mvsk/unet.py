@@ -7,6 +7,7 @@ __all__ = ['KeypointTokens', 'RefOnlyNoisedUNet', 'check_generator']
 
 # %% ../nbs/05_unet.ipynb #cd77941e
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -85,9 +86,11 @@ class RefOnlyNoisedUNet(nn.Module):
         self.components = components        # a plain attribute: needed only to encode images in forward_sk
 
     @classmethod
-    def from_components(cls, comp: Zero123PlusComponents, **kwargs) -> "RefOnlyNoisedUNet":
-        "Wrap `comp.unet` with `comp`'s schedulers; `comp` is kept to encode target images."
+    def from_components(cls, comp: Zero123PlusComponents, layers=None, **kwargs) -> "RefOnlyNoisedUNet":
+        "Wrap `comp.unet` with `comp`'s schedulers; `comp` is kept to encode target images. The keypoint pass reads `layers`, else the model's declared `comp.sk_layers`, else `sk`'s."
         kwargs.setdefault("reference_latent", comp.reference_latent)
+        layers = layers or comp.sk_layers
+        if layers: kwargs["sk"] = replace(kwargs.get("sk") or SKSettings(), layers=tuple(layers))
         return cls(comp.unet, comp.train_scheduler, comp.scheduler, components=comp, **kwargs)
 
     def get_learnable_embedding_parameters(self) -> list:
