@@ -134,14 +134,14 @@ def _dropout_nvs(model, views, cond_lat, encoder_hidden_states, cond: dict, maps
     return nvs, ts, drop
 
 # %% ../nbs/13_train.ipynb #b588bdab
-def _check_finite(vals: dict, accelerator, dev, where: str):
-    "Raise FloatingPointError on every process when any process's logged terms are not finite."
+def _check_finite(vals: dict, accelerator, dev, step: int, names: list):
+    "Raise FloatingPointError on every process when any process's logged terms (at `step`, objects `names`) are not finite."
     bad = not all(math.isfinite(v) for v in vals.values())
     n_bad = bad
     if accelerator.num_processes > 1:
         n_bad = int(accelerator.reduce(torch.tensor([float(bad)], device=dev), "sum").item())
-    if bad: raise FloatingPointError(f"non-finite loss {where}: {vals}")
-    if n_bad: raise FloatingPointError(f"non-finite loss on {n_bad} other process(es) {where.split(' on ')[0]}; this one's: {vals}")
+    if bad: raise FloatingPointError(f"non-finite loss at step {step} on {names}: {vals}")
+    if n_bad: raise FloatingPointError(f"non-finite loss on {n_bad} other process(es) at step {step}; this one's: {vals}")
 
 # %% ../nbs/13_train.ipynb #c6c63540
 def integrated_step(model, units: DiscoveryUnits, cond: dict, idx: list, step: int, cfg: TrainConfig, gates,
@@ -172,7 +172,7 @@ def integrated_step(model, units: DiscoveryUnits, cond: dict, idx: list, step: i
         vals = dict(loss=loss, nvs=nvs, keypoint=terms["keypoint"], localization=sk["total_localization"],
                     equivariance=sk["equivariance"], consistency=sk["view_consistency"], sk_total=terms["sk_total"])
         vals = {k: float(v.detach()) for k, v in vals.items()}
-        _check_finite(vals, accelerator, dev, f"at step {step + 1} on {[units.name(i) for i in part]}")
+        _check_finite(vals, accelerator, dev, step + 1, [units.name(i) for i in part])
         accelerator.backward(loss * (b / n_batch))
         vals.update(dropped=float(drop.sum()), timestep=float(sum(ts)) / b)
         for k, v in vals.items(): sums[k] += v * (b / n_batch) if k != "dropped" else v

@@ -231,7 +231,7 @@ def test_cpu_checkpoint_resumes_on_the_device(tmp_path):
     for k in range(2):
         run = tmp_path / f"run{k}"
         shutil.copytree(tmp_path / "run", run)
-        res = discover(_model(), data, run, cfg, resume=True, progress=False, pictures=False)
+        discover(_model(), data, run, cfg, resume=True, progress=False, pictures=False)
         ends.append(torch.load(run / "checkpoint.pt", weights_only=False)["tokens"])
     assert torch.equal(ends[0], ends[1]) and torch.isfinite(ends[0]).all()
     if not on_cuda:
