@@ -7,7 +7,7 @@ import argparse, os, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NBS = sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
+NBS = sorted((ROOT / "nbs").glob("[0-9a]*.ipynb"))   # the main path and the workbench (numbered), then the appendices (a1, a2, ...)
 # Stored figures are thumbnails: `--save` downscales every PNG output to at most THUMB_PX on its longer side and
 # stores it with a 256-colour palette, so the notebooks show their pictures and the repository stays light.
 THUMB_PX = 720
