@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from diffusers.models.attention_processor import Attention
 
-from mvsk.attention import token_softmax_maps, bicubic_matrix, default_map_chunk, score_first
+from mvsk.fastmaps import token_softmax_maps, bicubic_matrix, default_map_chunk, score_first
 
 LAYERS = {  # one up_blocks.1 cross-attention layer: channels, heads, context dim, per-view side, tokens, map side
     "tiny": dict(C=64, heads=4, D=32, side=4, T=64, r=32),

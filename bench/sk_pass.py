@@ -139,7 +139,7 @@ def floor_rounds(model, unet, lat, ctx, Plain, mine, sync, repeats, device):
     import torch
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from map_kernel import floor_inputs, floor_forward, floor_fwd_bwd, softmax_floor
-    from mvsk.attention import token_softmax_maps
+    from mvsk.fastmaps import token_softmax_maps
     layers = []                                           # (attn, features, context, hw, r, chunk) per captured layer
     def record(real, attn, queries, context, hw, map_res, token_slice=slice(None), chunk=None, *a, **k):
         layers.append((attn, queries.detach(), context.detach(), hw, map_res, chunk))

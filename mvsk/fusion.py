@@ -17,6 +17,7 @@ from torch import nn
 from diffusers.models.attention_processor import Attention
 
 from .grid import N_VIEWS
+from .maps import spatial_entropy
 from .attention import reshape_and_tile
 from fastcore.basics import patch
 
@@ -350,7 +351,7 @@ def __call__(self: KeypointFusion, attn: Attention, hidden_states, encoder_hidde
 
 # %% ../nbs/11_fusion.ipynb #1c1efa85
 def _norm_entropy(w: torch.Tensor, dim: int) -> torch.Tensor:
-    "Entropy of `w` normalised along `dim`, divided by log(size); NaN where the weights sum to 0."
+    "Entropy of `w` normalised along `dim` (over tokens), divided by log(size): 1 = uniform, 0 = one token; NaN where the weights sum to 0."
     s = w.sum(dim, keepdim=True)
     p = w / s
     ent = -(p * p.clamp_min(1e-30).log()).sum(dim) / math.log(w.shape[dim])
@@ -364,8 +365,9 @@ def _record(self: KeypointFusion, layer, hw, w77, wK):
     if wK is not None:
         w = wK.float().mean(1)                                             # (n, N, K), head mean
         row["kp_mass"] = w.sum(-1).mean().item()
-        row["kp_entropy"] = _norm_entropy(w, 1).nanmean().item()
-        if w.shape[-1] > 1: row["kp_token_entropy"] = _norm_entropy(w, -1).nanmean().item()
+        wa = w.abs()                                                       # a negative gate flips every sign, not the spread
+        row["kp_entropy"] = spatial_entropy(wa.transpose(1, 2).reshape(w.shape[0], w.shape[2], *hw)).nanmean().item()
+        if w.shape[-1] > 1: row["kp_token_entropy"] = _norm_entropy(wa, -1).nanmean().item()
         if self.record == "maps": row["kp_mass_map"] = w.sum(-1).view(w.shape[0], *hw).cpu()
     self.stats.append(row)
 

@@ -25,7 +25,7 @@ from .data import MultiViewDataset
 from .unet import RefOnlyNoisedUNet
 from .losses import nvs_loss
 from .eval import psnr, ssim
-from .discovery import atomic_write
+from .runs import atomic_write
 
 # %% ../nbs/17_mini.ipynb #f3730650
 @dataclass

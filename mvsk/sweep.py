@@ -16,7 +16,7 @@ import torch
 
 from .models import MINI_CONFIG, TINY_CONFIG, build_components, write_components, load_zero123plus, default_cache_dir, cache_lock
 from .commands import discover_cmd, train_cmd, eval_cmd, load_model, model_for, read_run_keypoints
-from .discovery import atomic_write_text
+from .runs import atomic_write_text
 
 # %% ../nbs/20_sweep.ipynb #3843ac25
 JOBS = ("discover", "maps", "train", "fusion")

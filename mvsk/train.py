@@ -21,6 +21,7 @@ from .fusion import KeypointFusion, HierarchicalGates, get_strategy
 from .unet import KeypointTokens
 from .attention import SKSettings
 from .discovery import *
+from .runs import *
 from .discovery import _check_run_settings, _encode_conditions
 
 # %% ../nbs/14_train.ipynb #e2e208a2

@@ -8,7 +8,7 @@ __all__ = ['keypoint_colors', 'view_axes', 'plot_view_maps', 'plot_token_grids',
            'widgets_available', 'explore']
 
 # %% ../nbs/02_viz.ipynb #14a50ad1
-import csv, importlib.util, json, math, sys
+import csv, importlib.util, json, sys
 from pathlib import Path
 
 import numpy as np
@@ -264,7 +264,7 @@ def _explorer_entry(data: dict, obj) -> tuple:
     return ims, mps
 
 def explorer_figure(data: dict, obj, frame: int = 0, view: int = 0, token: int = 0, cmap: str = "magma"):
-    "One explorer state -> figure: the token's map over the view, its 3x2 grid, peak share and spatial entropy in the title."
+    "One explorer state -> figure: the token's map over the view, its 3x2 grid, its peakiness and spatial entropy in the title."
     ims, mps = _explorer_entry(data, obj)
     F_, _, T = mps.shape[:3]
     if not 0 <= frame < F_: raise ValueError(f"frame must be in [0, {F_}) for {obj!r}; got {frame}")
@@ -272,9 +272,7 @@ def explorer_figure(data: dict, obj, frame: int = 0, view: int = 0, token: int =
     if not 0 <= token < T: raise ValueError(f"token must be in [0, {T}); got {token}")
     m = mps[frame, :, token].detach().float().cpu()                     # (6, h, w)
     h, w = m.shape[-2:]
-    flat = math.log(h * w)
-    peak = float(peakiness(m[view:view + 1])[0]) / (h * w)              # the largest share of the mass at one pixel
-    ent = float(spatial_entropy(m[view:view + 1])[0]) * flat    # in nats
+    pk, ent = float(peakiness(m[view:view + 1])[0]), float(spatial_entropy(m[view:view + 1])[0])
     fig, axs = plt.subplots(1, 2, figsize=(7.5, 4), gridspec_kw=dict(width_ratios=[1.5, 1]))
     im = _views(ims[frame])
     axs[0].imshow(im[view]); axs[0].imshow(_upsample(m[view:view + 1], im.shape[1:3])[0], cmap=cmap, alpha=0.6, vmin=0)
@@ -284,8 +282,7 @@ def explorer_figure(data: dict, obj, frame: int = 0, view: int = 0, token: int =
     axs[1].add_patch(matplotlib.patches.Rectangle((c * w - 0.5, r * h - 0.5), w, h, fill=False, ec="c", lw=2))
     axs[1].set_title("all six views (3x2)", fontsize=9)
     for a in axs: a.set_xticks([]); a.set_yticks([])
-    _finish(fig, f"{obj}, frame {frame}, token {token}: peak {peak:.4f} (flat {1 / (h * w):.4f}), "
-                 f"entropy {ent:.3f} nats (flat {flat:.3f})")
+    _finish(fig, f"{obj}, frame {frame}, token {token}: peakiness {pk:.2f} (flat 1), spatial entropy {ent:.3f} (flat 1)")
     return fig
 
 # %% ../nbs/02_viz.ipynb #5f9330e7
@@ -310,8 +307,8 @@ def explore(data: dict, tokens=None, widgets: bool = None):
         cand = None if tokens is None else torch.as_tensor(tokens).flatten().long()
         best = {}
         for o, (_, m) in entries.items():
-            peak = peakiness(m[0, 0])                                     # (T,) on frame 0, view 0
-            best[o] = int(peak.argmax()) if cand is None else int(cand[peak[cand].argmax()])
+            pk = peakiness(m[0, 0])                                       # (T,) on frame 0, view 0
+            best[o] = int(pk.argmax()) if cand is None else int(cand[pk[cand].argmax()])
         return [explorer_figure(data, o, 0, 0, best[o]) for o in data]
     import ipywidgets as W
     from IPython.display import display
