@@ -4,15 +4,16 @@
 
 # %% auto #0
 __all__ = ['stack_keypoints', 'read_view_masks', 'linear_assignment', 'match_cost', 'match_keypoints', 'oracle_keypoints', 'pck',
-           'multiview_pck', 'coverage', 'random_keypoints', 'centroid_keypoints', 'error_3d', 'regressor_fit',
-           'regressor_predict', 'split_objects', 'common_keypoints', 'regression_error', 'dual_alignment',
-           'reprojection_error', 'view_agreement', 'keypoint_spread', 'random_consistent_keypoints',
+           'multiview_pck', 'coverage', 'random_keypoints', 'centroid_keypoints', 'colour_keypoints', 'error_3d',
+           'regressor_fit', 'regressor_predict', 'split_objects', 'common_keypoints', 'regression_error',
+           'dual_alignment', 'reprojection_error', 'view_agreement', 'keypoint_spread', 'random_consistent_keypoints',
            'diagnostics_report', 'report', 'to_markdown', 'psnr', 'ssim', 'runnable_strategies', 'compare_strategies']
 
 # %% ../nbs/15_eval.ipynb #d9cd9908
 from pathlib import Path
 import numpy as np
 import torch
+import torch.nn.functional as F
 from .grid import N_VIEWS
 from .cameras import Cameras
 from .keypoints import triangulate_keypoints
@@ -222,6 +223,35 @@ def centroid_keypoints(masks: torch.Tensor, k: int) -> torch.Tensor:
     y = (m * ((torch.arange(H, device=m.device) + 0.5) / H)[:, None]).sum((-2, -1)) / n
     return torch.stack([x, y], -1)[:, :, None].expand(*masks.shape[:2], k, 2).clone()
 
+# %% ../nbs/15_eval.ipynb #823ca6a3
+def colour_keypoints(views: torch.Tensor, masks: torch.Tensor, k: int, iters: int = 20) -> dict:
+    "(B, V, 3, H, W) views in [0, 1] + (B, V, H, W) bool masks -> {'xy' (B, V, k, 2) normalised, 'weights' (B, V, k)}: per object, k colour clusters of its pixels over all views (k-means, farthest-point start), per view each cluster's centroid."
+    if not (isinstance(views, torch.Tensor) and views.ndim == 5 and views.shape[2] == 3 and isinstance(masks, torch.Tensor)
+            and masks.dtype == torch.bool and masks.shape == views.shape[:2] + views.shape[3:]):
+        raise ValueError(f"need views (B, V, 3, H, W) and bool masks (B, V, H, W) of the same B, V, H, W; got {describe(views)}, {describe(masks)}")
+    if not (isinstance(k, int) and k >= 1): raise ValueError(f"k must be a positive int; got {k!r}")
+    B, V, _, H, W = views.shape
+    xs, ys = (torch.arange(W, device=views.device) + 0.5) / W, (torch.arange(H, device=views.device) + 0.5) / H
+    px = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), -1)              # (H, W, 2) pixel centres
+    xy, weights = views.new_zeros(B, V, k, 2), views.new_zeros(B, V, k)
+    for b in range(B):
+        cols = views[b].permute(0, 2, 3, 1)[masks[b]].float()                            # (P, 3) object pixels of all views
+        if len(cols) < k: raise ValueError(f"object {b} has {len(cols)} object pixels, fewer than k={k}")
+        centres = cols.mean(0, keepdim=True)
+        while len(centres) < k:                                                         # farthest point from the centres so far
+            centres = torch.cat([centres, cols[torch.cdist(cols, centres).min(1).values.argmax()][None]])
+        for _ in range(iters):
+            lab = torch.cdist(cols, centres).argmin(1)
+            centres = torch.stack([cols[lab == j].mean(0) if (lab == j).any() else centres[j] for j in range(k)])
+        lab_map = torch.full((V, H, W), -1, dtype=torch.long, device=views.device)
+        lab_map[masks[b]] = torch.cdist(cols, centres).argmin(1)
+        for v in range(V):
+            for j in range(k):
+                sel = lab_map[v] == j
+                if sel.any(): xy[b, v, j], weights[b, v, j] = px[sel].mean(0), 1.
+    return {"xy": xy, "weights": weights}
+
+
 # %% ../nbs/15_eval.ipynb #b2f94f16
 def _rigs(cameras, B, V):
     rigs = [cameras] * B if isinstance(cameras, Cameras) else list(cameras)
@@ -427,7 +457,7 @@ def _score_row(name, xy, w, gt, cams, alphas, train, gt_reg, labels, groups, agr
 def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.1), oracle_sigma: float = 0.005,
            seed: int = 0, label_key: str = "semantic", groups: list = None, test_frac: float = 1 / 3,
            agree_threshold: float = 0.05) -> list:
-    "B objects (`load_views` dicts with 'keypoints', 'cameras') + masks (B, 6, H, W) bool [+ preds: name -> (B, 6, K, 2) normalised (x, y) or {'xy', 'weights'}] -> list of row dicts: the methods, then oracle, random (tile), random (mask), mask centroid."
+    "B objects (`load_views` dicts with 'keypoints', 'cameras') + masks (B, 6, H, W) bool [+ preds: name -> (B, 6, K, 2) normalised (x, y) or {'xy', 'weights'}] -> list of row dicts: the methods, then oracle, random (tile), random (mask), mask centroid, colour clusters."
     if not items or any("keypoints" not in it or "cameras" not in it for it in items):
         raise ValueError("items must be a non-empty list of load_views dicts with 'keypoints' and 'cameras'")
     gt = stack_keypoints([it["keypoints"] for it in items])
@@ -448,6 +478,11 @@ def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.
     rows_in["random (tile)"] = (random_keypoints(B, V, k, g), None)
     rows_in["random (mask)"] = (random_keypoints(B, V, k, g, masks=masks), None)
     rows_in["mask centroid"] = (centroid_keypoints(masks, k), None)
+    views = torch.stack([it["target_imgs"] for it in items])
+    if views.shape[-2:] != masks.shape[-2:]:                                           # views loaded at the model's size: to the masks'
+        views = F.interpolate(views.flatten(0, 1), size=masks.shape[-2:], mode="bilinear", antialias=True).view(*views.shape[:3], *masks.shape[-2:])
+    cc = colour_keypoints(views.clamp(0, 1), masks, k)
+    rows_in["colour clusters"] = (cc["xy"], cc["weights"])
     shared, gt_reg = common_keypoints(gt, labels)
     train = split_objects(B, test_frac, seed) if B >= 2 and shared else None
     gt_reg = gt_reg if train is not None else None
