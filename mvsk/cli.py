@@ -10,32 +10,31 @@ import argparse, sys
 from pathlib import Path
 
 from .commands import UserError, user_input, discover_cmd, train_cmd, generate_cmd, eval_cmd, strategies_cmd
+from .commands import DEFAULT_MODEL, MODEL_HELP
 
 # %% ../nbs/21_cli.ipynb #3f13c05d
-_MODEL_HELP = "'tiny' (default: the embedded tiny model), 'mini' (the small trained model) or a folder / hub id of Zero123++ weights"
 _STRATEGIES_HELP = ("none, concat, hierarchical, spatial, plan_spatial, plan_blend, concat_rel, hierarchical_rel, resoftmax_mapsum "
                     "(mvsk.fusion.STRATEGIES; hierarchical and hierarchical_rel need a training run's gates)")
 
 def _files(out) -> str: return ", ".join(sorted(p.relative_to(out).as_posix() for p in Path(out).rglob("*") if p.is_file()))
 
 # %% ../nbs/21_cli.ipynb #3866ca65
-def _discover_parser(prog, data, out, overwrite_help, model="tiny"):
+def _discover_parser(prog, data, out, overwrite_help):
     ap = argparse.ArgumentParser(prog=prog, description="Discover multi-view keypoints (StableKeypoints on Zero123++'s "
                                  "six views) on a dataset folder and write a run directory.")
     ap.add_argument("--data", default=data, help=f"folder of objects (mvsk / Zero123++ layout), sequences, or Zero123++ "
                     f"outputs (mvsk generate folders, or NAME.png grids beside NAME_cond.png) (default {data})")
     ap.add_argument("--out", default=out, help=f"run directory (default {out})")
-    ap.add_argument("--model", default=model, help=_MODEL_HELP.replace(" (default: the embedded tiny model)", " (the embedded tiny model)")
-                    + f"; default {model}")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP + f"; default {DEFAULT_MODEL}")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rig", default="v1.2", choices=["v1.2", "v1.1"], help="Zero123++ rig of generated grids (default v1.2)")
     ap.add_argument("--config", help="YAML or JSON file of DiscoveryConfig settings (flags override it)")
     ap.add_argument("--seed", type=int)
-    ap.add_argument("--steps", type=int, help="optimiser steps (StableKeypoints: 500; tiny demo: 40)")
-    ap.add_argument("--n-tokens", type=int, help="learnable tokens T (StableKeypoints: 500; tiny demo: 64)")
-    ap.add_argument("--n-keypoints", type=int, help="keypoints K (design plan: 16; tiny demo: 8)")
-    ap.add_argument("--map-res", type=int, help="map resolution (StableKeypoints: 128; tiny demo: 32)")
-    ap.add_argument("--n-augment", type=int, help="test-time augmentations at extraction (StableKeypoints: 10)")
+    ap.add_argument("--steps", type=int, help="optimiser steps (real weights: StableKeypoints' 500; mini, tiny: 40)")
+    ap.add_argument("--n-tokens", type=int, help="learnable tokens T (real weights: StableKeypoints' 500; mini, tiny: 64)")
+    ap.add_argument("--n-keypoints", type=int, help="keypoints K (real weights: the design plan's 16; mini, tiny: 8)")
+    ap.add_argument("--map-res", type=int, help="map resolution (real weights: StableKeypoints' 128; mini, tiny: 32)")
+    ap.add_argument("--n-augment", type=int, help="test-time augmentations at extraction (real weights: StableKeypoints' 10; mini, tiny: 4)")
     ap.add_argument("--batch-size", type=int, help="objects per step (StableKeypoints: 4)")
     ap.add_argument("--lr", type=float, help="Adam learning rate of the tokens (StableKeypoints: 5e-3)")
     ap.add_argument("--layers", help="cross-attention layers the keypoint pass reads, comma-separated (default: the model's; "
@@ -57,7 +56,7 @@ def _discover_main(argv):
                                    "replace a non-empty run directory").parse_args(argv), overwrite=False)
 
 def _demo_main(argv):
-    ap = _discover_parser("mvsk demo", "data/mini", "outputs/demo", "(always on for the demo)", model="mini")
+    ap = _discover_parser("mvsk demo", "data/mini", "outputs/demo", "(always on for the demo)")
     _run_discover(ap.parse_args(argv), overwrite=True)
 
 # %% ../nbs/21_cli.ipynb #64c56c2d
@@ -67,18 +66,18 @@ def _train_main(argv):
                                  "selection and keypoints, like mvsk discover.")
     ap.add_argument("--data", default="data/sample", help="dataset folder, as for mvsk discover (default data/sample)")
     ap.add_argument("--out", default="outputs/train", help="run directory (default outputs/train)")
-    ap.add_argument("--model", default="tiny", help=_MODEL_HELP)
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP + f"; default {DEFAULT_MODEL}")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rig", default="v1.2", choices=["v1.2", "v1.1"], help="Zero123++ rig of generated grids (default v1.2)")
     ap.add_argument("--config", help="YAML or JSON file of TrainConfig settings (flags override it)")
     ap.add_argument("--tokens", help="start from a discovery run's tokens.safetensors (made with the same --model)")
-    ap.add_argument("--n-tokens", type=int, help="tokens T when --tokens is not given (tiny, mini: 64; real: 500)")
+    ap.add_argument("--n-tokens", type=int, help="tokens T when --tokens is not given (mini, tiny: 64; real: 500)")
     ap.add_argument("--seed", type=int)
-    ap.add_argument("--steps", type=int, help="optimiser steps (tiny, mini: 20; real: 1000)")
-    ap.add_argument("--batch-size", type=int, help="objects per step (tiny, mini: 2; real: 4)")
+    ap.add_argument("--steps", type=int, help="optimiser steps (mini, tiny: 20; real: 1000)")
+    ap.add_argument("--batch-size", type=int, help="objects per step (mini, tiny: 2; real: 4)")
     ap.add_argument("--strategy", help="fusion strategy of the main pass (default hierarchical: trains its gates)")
     ap.add_argument("--schedule", choices=["nested", "plan"], help="loss schedule: nested (default) or the design plan's literal flat sum")
-    ap.add_argument("--n-augment", type=int, help="test-time augmentations of the final keypoint extraction (tiny: 4; real: 10)")
+    ap.add_argument("--n-augment", type=int, help="test-time augmentations of the final keypoint extraction (mini, tiny: 4; real: 10)")
     ap.add_argument("--train-unet", action="store_true", default=None, help="also train the UNet (default: tokens and gates only)")
     ap.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
     ap.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
@@ -98,7 +97,7 @@ def _generate_main(argv):
     ap.add_argument("image", help="condition image (square PNG, RGB or RGBA; RGBA is composited on gray)")
     ap.add_argument("--out", default="outputs/generate", help="output folder (replaced)")
     ap.add_argument("--run", help="a discovery or training run: its model, tokens, selection, gates and UNet weights")
-    ap.add_argument("--model", help=_MODEL_HELP + "; default: the run's, else tiny")
+    ap.add_argument("--model", help=MODEL_HELP + f"; default: the run's, else {DEFAULT_MODEL}")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=75, help="sampling steps (Zero123++: 75; 28 is usually enough)")
@@ -126,7 +125,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0, help="seed of the random baselines and the object split")
     ap.add_argument("--strategies", help="also compare these fusion strategies (comma-separated, e.g. none,concat,spatial) "
                     "by generating each object of --data with the run's keypoints; " + _STRATEGIES_HELP)
-    ap.add_argument("--model", help=_MODEL_HELP + "; default: the run's")
+    ap.add_argument("--model", help=MODEL_HELP + "; default: the run's")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=28, help="sampling steps for --strategies (Zero123++: 28 is usually enough)")
     ap.add_argument("--strength", type=float, default=0.3, help="keypoint guidance strength (design plan: 0.3)")

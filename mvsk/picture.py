@@ -28,7 +28,7 @@ from .pipeline import generate, GenerationConfig, check_condition_image
 from .fusion import get_strategy
 from .models import _to_pil
 from .viz import plot_keypoints, keypoint_gif, keypoint_colors, save_figure
-from .commands import UserError, user_input, model_for
+from .commands import UserError, user_input, model_for, DEFAULT_MODEL, MODEL_HELP
 
 # %% ../nbs/19_picture.ipynb #36f553aa
 def extraction_config(settings: dict = None, n_tokens: int = None, n_keypoints: int = None, model: str = "mini",
@@ -199,12 +199,12 @@ def picture_model(model: str = None, device: str = "cpu", run=None, tokens=None,
     from mvsk.train import read_run
     from mvsk.attention import SKSettings
     if run is None and tokens is None:
-        model = model or "mini"
+        model = model or DEFAULT_MODEL
         tokens = shipped_tokens(model)
         if tokens is None:
             raise ValueError(f"--model {model} ships no keypoint tokens: pass --run RUN (a discovery or training run) or "
                              f"--tokens RUN/tokens.safetensors (only --model mini has its own)")
-    elif run is None: model = model or "mini"
+    elif run is None: model = model or DEFAULT_MODEL
     net, gates, mid = model_for(model, device, run=run, tokens=tokens)
     if len(net.tokens.selected) == 0:
         raise ValueError(f"{run or tokens} holds tokens but no selected keypoint tokens: pass the tokens.safetensors of a finished run")
@@ -264,7 +264,7 @@ def keypoints_cmd(images, out="outputs/keypoints", model=None, run=None, tokens=
             d = SAMPLING.get(mid, ZERO123PLUS_SAMPLING)
             return GenerationConfig(num_inference_steps=d["steps"] if steps is None else steps, strategy=s.name, strength=strength,
                                     guidance_scale=d["guidance_scale"] if guidance_scale is None else guidance_scale, find_keypoints=False)
-        gen = generation(model or "mini")                                     # the flags checked before a model loads
+        gen = generation(model or DEFAULT_MODEL)                              # the flags checked before a model loads
         pictures = [_open_picture(f, gen) for f in files]                    # and every picture
         net, gates, mid, cfg, source = picture_model(model, device, run, tokens, n_augment=n_augment)
         gen = generation(mid)                                                 # the model's own sampling defaults (a run's model too)
@@ -292,8 +292,8 @@ def keypoints_main(argv=None):
                                  "views, triangulate them with the rig's cameras, and write pictures, keypoints.csv, keypoints3d.json and a PLY.")
     ap.add_argument("images", nargs="+", metavar="IMAGE", help="square pictures (PNG/JPEG, RGB, or RGBA on gray) or folders of them")
     ap.add_argument("--out", default="outputs/keypoints", help="output folder: one folder per picture inside (default outputs/keypoints)")
-    ap.add_argument("--model", help="'mini' (default: the small trained model, with its shipped tokens), 'tiny', or a folder / "
-                    "hub id of Zero123++ weights (then pass --run or --tokens); with --run, default the run's")
+    ap.add_argument("--model", help=MODEL_HELP + f"; default {DEFAULT_MODEL}, with the keypoint tokens it ships (other models: "
+                    "pass --run or --tokens); with --run, default the run's")
     ap.add_argument("--run", help="a discovery or training run: its model, tokens, selection, gates and UNet weights")
     ap.add_argument("--tokens", help="tokens.safetensors of a run made with the same --model")
     ap.add_argument("--device", default="cpu")

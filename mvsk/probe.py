@@ -23,7 +23,7 @@ from .unet import RefOnlyNoisedUNet
 from .models import encode_condition_image, global_embeddings
 from .data import MultiViewDataset
 from .eval import read_view_masks, split_objects
-from .commands import user_input, load_model
+from .commands import user_input, load_model, DEFAULT_MODEL, MODEL_HELP
 from .discovery import DiscoveryConfig
 
 PROBE_TIMESTEPS = (0, 100, 300)
@@ -397,7 +397,7 @@ def probe_main(argv=None):
                                  "cross-attention layer and timestep, match each ground-truth keypoint from one view to its "
                                  "cosine-nearest feature in every other view and score PCK; the same for a random-weights UNet "
                                  "and for RGB pixels. Writes probe.csv, probe.md, probe.png and probe.json (with --readout, readout.csv) into --out.")
-    ap.add_argument("--model", default="mini", help="'tiny', 'mini' (default) or a folder / hub id of Zero123++ weights")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP + f"; default {DEFAULT_MODEL}")
     ap.add_argument("--data", default="data/mini", help="folder of objects with ground truth (keypoints.json, mask/) (default data/mini)")
     ap.add_argument("--out", default="outputs/probe", help="output folder (default outputs/probe)")
     ap.add_argument("--layers", nargs="+", help="cross-attention layers to probe (default: all, e.g. up_blocks.1.attentions.0)")

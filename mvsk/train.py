@@ -369,10 +369,12 @@ def train(model, dataset, out_dir, cfg: TrainConfig = None, resume: bool = False
 
 # %% ../nbs/14_train.ipynb #28c590f2
 def same_model(a, b) -> bool:
-    "Whether two model ids (`tiny`, a folder, a hub id) name the same model: equal, or two paths to one folder."
+    "Whether two model ids (`tiny`, `mini`, a folder, a hub id) name the same model: equal, or two paths to one folder (`mini` is the shipped model's)."
     if a is None or b is None: return a == b
     if str(a) == str(b): return True
-    pa, pb = Path(str(a)).expanduser(), Path(str(b)).expanduser()
+    from mvsk.models import mini_zero123plus
+    folder = lambda m: mini_zero123plus() if str(m) == "mini" else Path(str(m)).expanduser()
+    pa, pb = folder(a), folder(b)
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 RUN_KINDS = ("discovery", "train")   # the key of each kind's settings in config.json

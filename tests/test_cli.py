@@ -1,4 +1,4 @@
-"The `mvsk` command as a user runs it: a subprocess, the bundled data, the tiny and the mini model."
+"The `mvsk` command as a user runs it: a subprocess, the bundled data, the mini model (every command's default) and the tiny one."
 import json, os, subprocess, sys
 from pathlib import Path
 
@@ -40,7 +40,7 @@ def test_demo_is_a_discovery_run_of_the_mini_model(tmp_path):
     objects = {r.split(",")[header.index("object")] for r in rows[1:]}
     assert len(objects) >= n_objects                 # every static object (and the sequence) got keypoints
     # the same command again refuses nothing (demo overwrites); discover refuses a non-empty folder, naming the flags
-    mini = ["--model", "mini", "--data", ROOT / "data" / "mini"]
+    mini = ["--data", ROOT / "data" / "mini"]                                   # discover's default model is the demo's
     r2 = run("discover", "--out", out, "--steps", "1", *mini, *SMALL)
     assert r2.returncode == 2, r2.stderr
     assert "--resume" in last_line(r2) and "--overwrite" in last_line(r2) and "resume=True" not in r2.stderr, r2.stderr
@@ -88,6 +88,30 @@ def test_help_for_every_command():
             assert all(name in help_text.split("fusion strategy:")[1] for name in STRATEGIES), help_text
 
 
+def test_the_default_model_is_the_shipped_mini_model(tmp_path):
+    "No --model: the trained mini model the package ships (mvsk.models.mini_zero123plus()'s folder), never the random tiny one; tiny only when named; the help says so."
+    import numpy as np
+    from PIL import Image
+    from mvsk.models import mini_zero123plus
+    image = ROOT / "data" / "sample" / "a1_001" / "000.png"
+    grids = {}
+    for name, flags in (("default", []), ("folder", ["--model", mini_zero123plus()]), ("tiny", ["--model", "tiny"])):
+        r = run_in_process("generate", image, "--out", tmp_path / name, "--steps", "2", *flags)
+        assert r.returncode == 0, (name, r.stderr)
+        grids[name] = np.asarray(Image.open(tmp_path / name / "grid.png"))
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["model"] == "mini"
+    assert np.array_equal(grids["default"], grids["folder"]), "no --model must generate what the shipped mini folder generates"
+    assert grids["default"].shape[:2] == (3 * 64, 2 * 64) and grids["tiny"].shape[:2] == (3 * 128, 2 * 128), \
+        (grids["default"].shape, grids["tiny"].shape)     # the mini model's 64 px views; tiny's 128 px only with --model tiny
+    for cmd, says in (("demo", "default mini"), ("discover", "default mini"), ("train", "default mini"),
+                      ("generate", "default: the run's, else mini"), ("eval", "default: the run's"),
+                      ("probe", "default mini"), ("keypoints", "default mini")):
+        r = run_in_process(cmd, "--help")
+        text = " ".join(r.stdout.split())
+        model_help = text.split("--model MODEL ")[-1].split(" --")[0]       # the option's help, not the usage line
+        assert r.returncode == 0 and says in model_help and "'tiny' (random weights" in model_help, (cmd, model_help)
+
+
 def test_every_command_end_to_end(tmp_path):
     "render -> discover -> eval -> train (fresh tokens) -> generate and eval with everything the training run wrote."
     data, run_dir, train_dir = tmp_path / "data", tmp_path / "run", tmp_path / "train"
@@ -96,6 +120,7 @@ def test_every_command_end_to_end(tmp_path):
     assert len([p for p in data.iterdir() if p.is_dir()]) == 2
     r = run("discover", "--data", data, "--out", run_dir, "--steps", "2", *SMALL)
     assert r.returncode == 0, r.stderr
+    assert json.loads((run_dir / "config.json").read_text())["model"] == "mini"     # no --model: the shipped mini model
     r = run("eval", run_dir, "--data", data, "--strategies", "none,spatial", "--steps", "1", "--n-objects", "1")
     assert r.returncode == 0, r.stderr
     report = (run_dir / "report.md").read_text()
@@ -108,7 +133,8 @@ def test_every_command_end_to_end(tmp_path):
         assert (train_dir / f).is_file(), f
     from mvsk.unet import KeypointTokens
     selected = KeypointTokens.load(train_dir / "tokens.safetensors").selected.tolist()
-    assert len(selected) == 8, selected                  # fresh tokens, and still a selection (the tiny default K)
+    assert len(selected) == 8, selected                  # fresh tokens, and still a selection (the mini model's default K)
+    assert json.loads((train_dir / "config.json").read_text())["model"] == "mini"
 
     obj = sorted(p for p in data.iterdir() if p.is_dir())[0]
     r = run("generate", obj / "000.png", "--out", tmp_path / "gen", "--steps", "2", "--strategy", "hierarchical",
@@ -117,7 +143,7 @@ def test_every_command_end_to_end(tmp_path):
     kp = json.loads((tmp_path / "gen" / "keypoints.json").read_text())
     assert kp["tokens"] == selected and len(kp["xy"]) == 6
     gen_cfg = json.loads((tmp_path / "gen" / "config.json").read_text())
-    assert gen_cfg["gates"] is True and gen_cfg["model"] == "tiny" and gen_cfg["run"] == str(train_dir)
+    assert gen_cfg["gates"] is True and gen_cfg["model"] == "mini" and gen_cfg["run"] == str(train_dir)
     r = run("eval", "--run", train_dir, "--data", data, "--strategies", "none,hierarchical", "--steps", "1", "--n-objects", "1")
     assert r.returncode == 0, r.stderr
     assert "| hierarchical |" in (train_dir / "strategies.md").read_text() and "trained gates" in (train_dir / "strategies.md").read_text()
@@ -128,8 +154,8 @@ def test_every_command_end_to_end(tmp_path):
     assert r.returncode == 2 and "needs trained gates" in last_line(r), r.stderr
     r = run_in_process("eval", "--run", run_dir, "--data", data, "--strategies", "none,hierarchical", "--steps", "1")
     assert r.returncode == 2 and "need trained gates" in last_line(r), r.stderr
-    r = run_in_process("generate", obj / "000.png", "--out", tmp_path / "g2", "--run", train_dir, "--model", "mini")
-    assert r.returncode == 2 and "--model tiny" in last_line(r) and "--model mini" in last_line(r), r.stderr
+    r = run_in_process("generate", obj / "000.png", "--out", tmp_path / "g2", "--run", train_dir, "--model", "tiny")
+    assert r.returncode == 2 and "made with --model mini, not --model tiny" in last_line(r), r.stderr
     assert not (tmp_path / "g2").exists()
 
 
