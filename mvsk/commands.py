@@ -148,7 +148,7 @@ def train_config(model=DEFAULT_MODEL, config=None, schedule=None, **overrides):
     from mvsk.train import TrainConfig
     from mvsk.losses import LossConfig
     base = TrainConfig(map_res=32, batch_size=2, steps=20, checkpoint_every=10, n_augment=4,
-                       loss=LossConfig(n_keypoints=8, n_candidates=16)) if model in ("tiny", "mini") else TrainConfig()
+                       loss=LossConfig(top_k=8, n_candidates=16)) if model in ("tiny", "mini") else TrainConfig()
     cfg = merged_config(base, config, **overrides)
     if schedule is not None: cfg = type(cfg).from_dict({**cfg.to_dict(), "loss": {**cfg.loss.to_dict(), "schedule": schedule}})
     return cfg

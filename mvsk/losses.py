@@ -25,7 +25,7 @@ class LossConfig:
     "Settings of the keypoint and integrated losses; each default's source is in the comment beside it."
     sigma_at_128: float = 2.0            # StableKeypoints: σ = 2 px on the 128×128 map, scaled to the map size
     n_candidates: int = 25               # StableKeypoints: best 25 tokens by KL enter furthest-point sampling
-    n_keypoints: int = 16                # design plan (StableKeypoints used 10)
+    top_k: int = 16                      # design plan (StableKeypoints' top_k: 10): keypoint tokens trained per step
     ranking: str = "kl"                  # StableKeypoints' "gaussian" ranking; "entropy" is its alternative
     degrees: float = 15.0                # StableKeypoints' augmentation: rotation ±15°
     scale: tuple = (0.8, 1.0)            # StableKeypoints: scale 0.8-1.0 (of the sampling grid: a zoom-in)
@@ -311,7 +311,7 @@ def integrated_loss(maps: torch.Tensor, maps_aug: torch.Tensor, affine: RandomAf
     if tokens is None:
         cand, _ = rank_candidates(maps_aug, cfg.n_candidates, cfg.ranking, full_softmax=cfg.full_softmax)
         pts = argmax_xy(_take_tokens(maps_aug, cand))                               # (B, 6, n, 2)
-        tokens = cand.gather(1, furthest_point_sampling(pts, cfg.n_keypoints))
+        tokens = cand.gather(1, furthest_point_sampling(pts, cfg.top_k))
     tokens = _check_tokens(tokens, maps.shape[0], maps.shape[2])
     sigma = _default_sigma(maps.shape[-1], cfg.sigma_at_128)
     per_view = localization_loss(maps, tokens, sigma, reduction="none", full_softmax=cfg.full_softmax)   # (B, 6, K)

@@ -23,7 +23,7 @@ from .grid import N_VIEWS
 from .cameras import Cameras
 from .data import default_cameras, _to_size
 from .discovery import (DiscoveryConfig, demo_config, object_keypoints, write_keypoint_files, forked_rng,
-                            _encode_conditions, VIEW_LABELS, CSV_FIELDS)
+                            _encode_conditions, VIEW_LABELS, CSV_FIELDS, RENAMED_LOSS_SETTINGS)
 from .pipeline import generate, GenerationConfig, check_condition_image
 from .fusion import get_strategy
 from .models import _to_pil
@@ -38,12 +38,13 @@ def extraction_config(settings: dict = None, n_tokens: int = None, n_keypoints: 
     if settings is not None and not isinstance(settings, dict):
         raise ValueError(f"settings must be a dict of recorded discovery settings or None; got {type(settings).__name__}")
     d = {**base, **{k: v for k, v in (settings or {}).items() if k in base}}
-    d["loss"] = {**base["loss"], **{k: v for k, v in d["loss"].items() if k in base["loss"]}}
+    recorded = {RENAMED_LOSS_SETTINGS.get(k, k): v for k, v in d["loss"].items()}      # names before 0.6.0 read as today's
+    d["loss"] = {**base["loss"], **{k: v for k, v in recorded.items() if k in base["loss"]}}
     if n_tokens is not None: d["n_tokens"] = n_tokens
     if n_keypoints is not None: d["n_keypoints"] = n_keypoints
     T, K, l = d["n_tokens"], d["n_keypoints"], d["loss"]
     l["n_candidates"] = min(max(l["n_candidates"], K), T)          # selection settings: only their consistency matters here
-    l["n_keypoints"] = min(l["n_keypoints"], l["n_candidates"])
+    l["top_k"] = min(l["top_k"], l["n_candidates"])
     d.update({k: v for k, v in overrides.items() if v is not None})
     return DiscoveryConfig.from_dict(d)
 

@@ -89,7 +89,7 @@ def _train_conditions(model, units: DiscoveryUnits, seed: int, progress: bool) -
 
 def _selection_config(cfg: TrainConfig, n_tokens: int) -> DiscoveryConfig:
     "The discovery settings of a training run's final selection and extraction (its keypoint pass, its K)."
-    return DiscoveryConfig(seed=cfg.seed, n_tokens=n_tokens, n_keypoints=cfg.loss.n_keypoints, map_res=cfg.map_res,
+    return DiscoveryConfig(seed=cfg.seed, n_tokens=n_tokens, n_keypoints=cfg.loss.top_k, map_res=cfg.map_res,
                            map_checkpoint=cfg.map_checkpoint, timestep=cfg.sk_timestep, context=cfg.context, reference=cfg.reference,
                            n_select=cfg.n_select, n_augment=cfg.n_augment, visible_threshold=cfg.visible_threshold, loss=cfg.loss)
 
@@ -98,7 +98,7 @@ def check_train_settings(model, cfg: TrainConfig):
     if getattr(model, "components", None) is None: raise ValueError("train needs the model's components: build it with RefOnlyNoisedUNet.from_components")
     T, l = model.tokens.n_tokens, cfg.loss
     if l.n_candidates > T: raise ValueError(f"loss.n_candidates={l.n_candidates} exceeds the model's n_tokens T={T}")
-    if l.n_keypoints > l.n_candidates: raise ValueError(f"loss.n_keypoints={l.n_keypoints} cannot exceed loss.n_candidates={l.n_candidates}")
+    if l.top_k > l.n_candidates: raise ValueError(f"loss.top_k={l.top_k} cannot exceed loss.n_candidates={l.n_candidates}")
     if cfg.fusion_tokens == "selected" and len(model.tokens.selected) == 0:
         raise ValueError("fusion_tokens='selected' needs model.tokens.selected (e.g. tokens from a discover run); it is empty")
     if cfg.train_unet and model.dtype != torch.float32:

@@ -38,7 +38,7 @@ def discovery_run(tmp_path_factory):
     from mvsk.losses import LossConfig
     out = tmp_path_factory.mktemp("dev") / "run"
     cfg = DiscoveryConfig(n_tokens=16, n_keypoints=4, steps=2, batch_size=2, micro_batch=2, map_res=16, n_augment=2, n_select=2,
-                          checkpoint_every=2, loss=LossConfig(n_keypoints=4, n_candidates=8))
+                          checkpoint_every=2, loss=LossConfig(top_k=4, n_candidates=8))
     data = MultiViewDataset(ROOT / "data" / "sample", objects=["a1_001", "minitaur_004"])
     res = discover(_model(), data, out, cfg, model_id="tiny", progress=False, pictures=False)
     return out, res
@@ -67,7 +67,7 @@ def test_keypoint_step_and_extraction(unet_dtype):
     states = global_embeddings(model.components, cond)
     views = obj["target_imgs"][None].to(torch_device)
     out = model.sk_step(views, obj["cameras"].to(device=torch_device), cond_lat, states, epoch=100, generator=g,
-                        loss_cfg=LossConfig(n_keypoints=4, n_candidates=8))
+                        loss_cfg=LossConfig(top_k=4, n_candidates=8))
     maps = out["sk_maps_mean"]["individual_views"]
     assert maps.dtype == torch.float32 and maps.device.type == torch.device(torch_device).type
     torch.testing.assert_close(maps.sum(2), torch.ones_like(maps.sum(2)), atol=1e-4, rtol=0)
@@ -115,7 +115,7 @@ def test_training_on_the_device(tmp_path, mixed_precision):
     model = _model()
     tok0 = model.tokens.embeddings.detach().clone()
     cfg = TrainConfig(steps=1, batch_size=1, map_res=16, n_augment=1, n_select=1, checkpoint_every=1, mixed_precision=mixed_precision,
-                      loss=LossConfig(n_keypoints=4, n_candidates=8, keypoint_ramp_epochs=0))
+                      loss=LossConfig(top_k=4, n_candidates=8, keypoint_ramp_epochs=0))
     res = train(model, MultiViewDataset(ROOT / "data" / "sample", objects=["a1_001"]), tmp_path / "train", cfg, model_id="tiny",
                 progress=False, pictures=False)
     assert model.device.type == torch.device(torch_device).type and res["gates"].gamma.device == model.device
@@ -219,7 +219,7 @@ def test_cpu_checkpoint_resumes_on_the_device(tmp_path):
     from mvsk.models import load_zero123plus, tiny_zero123plus
     from mvsk.unet import RefOnlyNoisedUNet
     cfg = DiscoveryConfig(n_tokens=16, n_keypoints=4, steps=2, batch_size=1, map_res=16, n_augment=1, n_select=1, checkpoint_every=1,
-                          loss=LossConfig(n_keypoints=4, n_candidates=8))
+                          loss=LossConfig(top_k=4, n_candidates=8))
     data = MultiViewDataset(ROOT / "data" / "sample", objects=["a1_001"])
     cpu = RefOnlyNoisedUNet.from_components(load_zero123plus(tiny_zero123plus(seed=0)), n_tokens=16, sk=SKSettings(map_res=16))
 

@@ -24,7 +24,7 @@ def test_token_optimisation_lowers_the_keypoint_loss():
     encoder_hidden_states = global_embeddings(comp, batch["cond_imgs"])
     model = RefOnlyNoisedUNet.from_components(comp, n_tokens=32, sk=SKSettings(map_res=16))
     unet_before = {k: v.clone() for k, v in model.unet.state_dict().items()}
-    cfg = LossConfig(n_keypoints=4, n_candidates=8)
+    cfg = LossConfig(top_k=4, n_candidates=8)
     opt = torch.optim.Adam(model.get_learnable_embedding_parameters(), lr=5e-2)
     cams = batch["cameras"][0]
     first = model.sk_step(batch["target_imgs"], cams, enc["cond_lat"], encoder_hidden_states, epoch=100, loss_cfg=cfg, generator=g())
