@@ -326,6 +326,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                            'mvsk.maps.spatial_entropy': ('maps.html#spatial_entropy', 'mvsk/maps.py')},
             'mvsk.mini': { 'mvsk.mini.MiniConfig': ('mini.html#miniconfig', 'mvsk/mini.py'),
                            'mvsk.mini.MiniConfig.__post_init__': ('mini.html#miniconfig.__post_init__', 'mvsk/mini.py'),
+                           'mvsk.mini.MiniConfig.render_args': ('mini.html#miniconfig.render_args', 'mvsk/mini.py'),
                            'mvsk.mini.MiniConfig.to_dict': ('mini.html#miniconfig.to_dict', 'mvsk/mini.py'),
                            'mvsk.mini._append_csv': ('mini.html#_append_csv', 'mvsk/mini.py'),
                            'mvsk.mini._cosine_lr': ('mini.html#_cosine_lr', 'mvsk/mini.py'),

@@ -309,8 +309,8 @@ def object_keypoints(model, unit: dict, cond: dict, tokens, cfg: DiscoveryConfig
                             full_softmax=l.full_softmax)
     xy, conf, vis = (ext[k].float().cpu() for k in ("xy", "confidence", "visibility"))
     cams = _cat_cameras(unit["cond_camera"], unit["cameras"]).to(dtype=torch.float32)
-    w = conf * vis
-    ok = (w > 0).sum(0) >= 2                                                    # (K,) seen in two views or more
+    w = conf                                                                    # every view votes by its map's confidence
+    ok = (w > 0).sum(0) >= 2                                                    # (K,) two views or more with confidence
     K = xy.shape[1]
     points, res, mres = torch.full((K, 3), float("nan")), torch.full((7, K), float("nan")), torch.full((K,), float("nan"))
     if ok.any():

@@ -240,15 +240,16 @@ def colour_keypoints(views: torch.Tensor, masks: torch.Tensor, k: int, iters: in
         centres = cols.mean(0, keepdim=True)
         while len(centres) < k:                                                         # farthest point from the centres so far
             centres = torch.cat([centres, cols[torch.cdist(cols, centres).min(1).values.argmax()][None]])
-        for _ in range(iters):
+        for _ in range(iters):                                                          # Lloyd: an empty cluster keeps its centre
             lab = torch.cdist(cols, centres).argmin(1)
-            centres = torch.stack([cols[lab == j].mean(0) if (lab == j).any() else centres[j] for j in range(k)])
-        lab_map = torch.full((V, H, W), -1, dtype=torch.long, device=views.device)
+            n = torch.bincount(lab, minlength=k)[:, None]
+            centres = torch.where(n > 0, cols.new_zeros(k, 3).index_add_(0, lab, cols) / n.clamp_min(1), centres)
+        lab_map = torch.zeros((V, H, W), dtype=torch.long, device=views.device)
         lab_map[masks[b]] = torch.cdist(cols, centres).argmin(1)
-        for v in range(V):
-            for j in range(k):
-                sel = lab_map[v] == j
-                if sel.any(): xy[b, v, j], weights[b, v, j] = px[sel].mean(0), 1.
+        onehot = F.one_hot(lab_map, k).to(px.dtype) * masks[b][..., None]                # (V, H, W, k) object pixels only
+        n = onehot.sum((1, 2))                                                          # (V, k) pixels of each cluster
+        xy[b] = torch.einsum("vhwk,hwc->vkc", onehot, px) / n.clamp_min(1)[..., None]    # absent clusters: (0, 0), weight 0
+        weights[b] = (n > 0).to(weights.dtype)
     return {"xy": xy, "weights": weights}
 
 

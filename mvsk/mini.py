@@ -64,15 +64,23 @@ class MiniConfig:
 
     def to_dict(self) -> dict: return asdict(self)
 
+    def render_args(self) -> list:
+        "The `mvsk render` arguments, besides --out, --n-objects, --start and --seed, that render this recipe's objects."
+        return ["--size", str(self.render_size), "--robots", self.robot, "--color-seed", str(self.color_seed),
+                "--background", "gray", "--cond-elevation", "0"]
+
 # %% ../nbs/17_mini.ipynb #b7d4a0e0
 def _missing(root: Path, robot: str, n: int) -> list:
     return [i for i in range(n) if not (root / f"{robot}_{i:03d}" / "render.json").is_file()]
 
 def _render_chunk(args):
-    from mvsk.render import render_dataset
-    root, robot, idx, size, seed, color_seed = args
+    "Objects `idx` of one split, each through `mvsk render` with the recipe's arguments."
+    import contextlib, io
+    from mvsk.render import render_main
+    root, idx, seed, render_args = args
     for i in idx:
-        render_dataset(root, n_objects=1, start=i, size=size, seed=seed, robots=[robot], color_seed=color_seed, progress=False)
+        with contextlib.redirect_stdout(io.StringIO()):                 # its "wrote 1 folders" line, once per object
+            render_main(["--out", str(root), "--n-objects", "1", "--start", str(i), "--seed", str(seed), *render_args, "--no-progress"])
     return len(idx)
 
 def render_mini_data(root, cfg: MiniConfig = None, workers: int = 2, progress: bool = True) -> dict:
@@ -83,7 +91,7 @@ def render_mini_data(root, cfg: MiniConfig = None, workers: int = 2, progress: b
     for split, n, seed in (("train", cfg.n_train, cfg.data_seed), ("test", cfg.n_test, cfg.data_seed + 1)):
         folder = root / split
         todo = _missing(folder, cfg.robot, n)
-        chunks = [(folder, cfg.robot, todo[k::workers], cfg.render_size, seed, cfg.color_seed) for k in range(workers)]
+        chunks = [(folder, todo[k::workers], seed, cfg.render_args()) for k in range(workers)]
         if todo:
             with ProcessPoolExecutor(workers) as ex, tqdm(total=len(todo), desc=f"render {split}", disable=not progress) as bar:
                 for done in ex.map(_render_chunk, [c for c in chunks if c[2]]): bar.update(done)
@@ -312,7 +320,7 @@ def export_mini(comp, unet, dest, cfg: MiniConfig = None, card: str = "", extra:
     nets["unet"] = copy.deepcopy(unet).to(dtype)
     parts = dict(nets, tokenizer=comp.tokenizer, feature_extractor_clip=comp.feature_extractor_clip,
                  feature_extractor_vae=comp.feature_extractor_vae)
-    meta = dict(format="mvsk-mini-1", components=MINI_CONFIG, recipe=cfg.to_dict(), **(extra or {}))
+    meta = dict(format="mvsk-mini-1", components=MINI_CONFIG, recipe=cfg.to_dict(), render_args=cfg.render_args(), **(extra or {}))
     files = {"mvsk_mini.json": json.loads(json.dumps(meta))}
     if card: files["README.md"] = card
     return write_components(parts, dest, reference_latent=cfg.reference_latent, files=files, sk_layers=sk_layers)
@@ -376,7 +384,9 @@ it knows one robot ({r['robot']}, fixed colours) on a gray background.
 - **Keypoint pass**: reads `up_blocks.2.attentions.0`, `up_blocks.2.attentions.1` (8×8) and `up_blocks.3.attentions.0`
   (16×16) by default (`mvsk_sk_layers`), the layers `mvsk probe` found to carry the robot's parts best.
 - **Data**: {r['n_train']} training objects, {r['n_test']} held-out objects (their own seed), rendered with
-  `mvsk render` (pybullet, Zero123++ v1.2 rig) at {r['render_size']} px and resized.
+  `mvsk render` (pybullet, Zero123++ v1.2 rig) at {r['render_size']} px and resized: `mvsk render --out DIR
+  --n-objects N --seed S {' '.join(meta['render_args'])}` (training objects seed {r['data_seed']}, held-out
+  {r['data_seed'] + 1}).
 - **Recipe**: VAE {r['vae_steps']} steps (batch {r['vae_batch']}); UNet {meta['steps']} steps of batch
   {r['batch_size']}, AdamW lr {r['lr']}, v-loss, condition dropout {r['cond_dropout']}, EMA {r['ema_decay']}
   (exported, fp16).
@@ -432,6 +442,7 @@ def score_model(comp, test: dict, train_views: torch.Tensor, steps: int = 25, gu
 def mini_main(argv=None):
     "mvsk mini: regenerate the mini model (data, VAE, UNet, export, scores) into --out (see --help)."
     import argparse
+    from mvsk.render import ROBOTS
     d = MiniConfig()
     ap = argparse.ArgumentParser(prog="mvsk mini", description="Render the data, train the VAE and the UNet of mvsk-mini, "
                                  "export it in Zero123++'s layout and score it against the trivial baselines.")
@@ -440,13 +451,14 @@ def mini_main(argv=None):
     ap.add_argument("--n-train", type=int, default=d.n_train, help=f"training objects (default {d.n_train})")
     ap.add_argument("--n-test", type=int, default=d.n_test, help=f"held-out objects (default {d.n_test})")
     ap.add_argument("--seed", type=int, default=d.seed, help=f"model seed (default {d.seed})")
+    ap.add_argument("--robot", choices=sorted(ROBOTS), default=d.robot, help=f"the one robot it learns, in fixed colours (default {d.robot})")
     ap.add_argument("--resume", action="store_true", help="continue the UNet training found in --out")
     ap.add_argument("--init", choices=["scratch", "shipped"], default="scratch",
                     help="start from random weights and a new VAE (default) or from the shipped mini model")
     ap.add_argument("--workers", type=int, default=2, help="render processes (default 2)")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     a = ap.parse_args(argv)
-    cfg = MiniConfig(steps=a.steps, n_train=a.n_train, n_test=a.n_test, seed=a.seed)
+    cfg = MiniConfig(steps=a.steps, n_train=a.n_train, n_test=a.n_test, seed=a.seed, robot=a.robot)
     res = regenerate_mini(a.out, cfg, resume=a.resume, init=a.init, workers=a.workers, progress=not a.no_progress)
     print(f"wrote {res['model']}")
     for r in res["scores"]: print(f"{r['method']:>28}: PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.3f}  fg IoU {r['fg_iou']:.3f}")

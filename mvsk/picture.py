@@ -74,7 +74,7 @@ class PictureKeypoints:
     visible: torch.Tensor        # (7, K) bool: visibility >= the settings' visible_threshold
     points: torch.Tensor         # (K, 3) world points (mvsk.cameras convention); NaN: seen in fewer than two views
     residual: torch.Tensor       # (7, K) distance (tile units) of each view's keypoint to the reprojected point
-    mean_residual: torch.Tensor  # (K,) weighted by confidence x visibility
+    mean_residual: torch.Tensor  # (K,) weighted by confidence
     cameras: Cameras             # the 7 cameras (condition first)
     tokens: torch.Tensor         # (K,) the keypoint token ids
     seconds: dict                # generate, extract, total

@@ -113,7 +113,7 @@ def test_the_default_model_is_the_shipped_mini_model(tmp_path):
 
 
 def test_every_command_end_to_end(tmp_path):
-    "render -> discover -> eval -> train (fresh tokens) -> generate and eval with everything the training run wrote."
+    "render -> discover -> eval -> train (fresh tokens) -> generate and eval with everything the training run wrote; the first three as a user starts them (a new process each), the rest in this process."
     data, run_dir, train_dir = tmp_path / "data", tmp_path / "run", tmp_path / "train"
     r = run("render", "--out", data, "--n-objects", "2", "--size", "128", "--seed", "1", "--robots", "quadrupeds", "--no-progress")
     assert r.returncode == 0, r.stderr
@@ -127,7 +127,7 @@ def test_every_command_end_to_end(tmp_path):
     assert "| oracle |" in report and "mvsk (run)" in report and "| 3D-consistent points |" in report
     assert "| spatial |" in (run_dir / "strategies.md").read_text()
 
-    r = run("train", "--data", data, "--out", train_dir, "--steps", "1", "--batch-size", "1", "--n-augment", "1")
+    r = run_in_process("train", "--data", data, "--out", train_dir, "--steps", "1", "--batch-size", "1", "--n-augment", "1")
     assert r.returncode == 0, r.stderr
     for f in ("checkpoint.pt", "gates.safetensors", "tokens.safetensors", "keypoints.csv", "keypoints3d.json"):
         assert (train_dir / f).is_file(), f
@@ -137,14 +137,14 @@ def test_every_command_end_to_end(tmp_path):
     assert json.loads((train_dir / "config.json").read_text())["model"] == "mini"
 
     obj = sorted(p for p in data.iterdir() if p.is_dir())[0]
-    r = run("generate", obj / "000.png", "--out", tmp_path / "gen", "--steps", "2", "--strategy", "hierarchical",
+    r = run_in_process("generate", obj / "000.png", "--out", tmp_path / "gen", "--steps", "2", "--strategy", "hierarchical",
             "--run", train_dir, "--guidance-every", "1")
     assert r.returncode == 0, r.stderr
     kp = json.loads((tmp_path / "gen" / "keypoints.json").read_text())
     assert kp["tokens"] == selected and len(kp["xy"]) == 6
     gen_cfg = json.loads((tmp_path / "gen" / "config.json").read_text())
     assert gen_cfg["gates"] is True and gen_cfg["model"] == "mini" and gen_cfg["run"] == str(train_dir)
-    r = run("eval", "--run", train_dir, "--data", data, "--strategies", "none,hierarchical", "--steps", "1", "--n-objects", "1")
+    r = run_in_process("eval", "--run", train_dir, "--data", data, "--strategies", "none,hierarchical", "--steps", "1", "--n-objects", "1")
     assert r.returncode == 0, r.stderr
     assert "| hierarchical |" in (train_dir / "strategies.md").read_text() and "trained gates" in (train_dir / "strategies.md").read_text()
 
