@@ -279,8 +279,8 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
     "report.md of `eval_cmd`: the diagnostics table, the ground-truth table when there is one, and what each column means."
     from mvsk.eval import to_markdown
     md = [f"# mvsk eval: {run.name}", "", "## Without ground truth", "",
-          f"All {len(objs)} objects of the run ({', '.join(objs)}), the six target views of frame 0, weighted by confidence x "
-          f"visible, with the cameras the run triangulated with.", "", to_markdown(drows), "",
+          f"All {len(objs)} objects of the run ({', '.join(objs)}), the six target views of frame 0, each weighted by its "
+          f"confidence, with the cameras the run triangulated with.", "", to_markdown(drows), "",
           "reproj: distance (tile units) between a view's keypoint and the reprojection of the keypoint's triangulation; agree: "
           "share of weighted (view, keypoint) within 0.05 of it; spread: mean distance between two keypoints of a view; used: "
           "share of (object, view, keypoint) with positive weight. Sanity rows: 3D-consistent points (projections of random 3D "
@@ -292,7 +292,9 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
                "2D distance); MV-PCK: within a in every view where visible; coverage: matched share of the ground truth; "
                "3D err: triangulated error in world units (object radius 0.5); SK reg err: StableKeypoints' linear regressor "
                "(held-out objects); align: the matching of one instance applied to another of the same robot. Sanity rows: "
-               "oracle (ground truth + noise) ~ perfect; random and mask centroid = floor; colour clusters = what colour alone finds.", ""]
+               "oracle (ground truth + noise) ~ perfect; random and mask centroid = floor; random (mask), reprojected = the same random "
+               "points made to agree across views (triangulated, projected back), the floor for keypoints that agree; colour "
+               "clusters = what colour alone finds.", ""]
     elif data is not None: md += [f"`{data}` holds no ground truth (keypoints.json) for the run's objects.", ""]
     md += ["![report](report.png)", ""]
     return "\n".join(md)

@@ -6,7 +6,7 @@
 __all__ = ['RENAMED_LOSS_SETTINGS', 'OBJECTIVES', 'VIEW_LABELS', 'CSV_FIELDS', 'LOSS_FIELDS', 'RunSettings',
            'loss_config_from_dict', 'DiscoveryConfig', 'demo_config', 'discovery_datasets', 'DiscoveryUnits',
            'as_units', 'batch_units', 'view_maps_fn', 'run_config', 'tokens_metadata', 'freeze_components',
-           'consistency_weight_at', 'same_rig', 'train_epoch', 'discovery_step', 'object_keypoints',
+           'consistency_weight_at', 'same_rig', 'train_epoch', 'discovery_step', 'object_mask', 'object_keypoints',
            'write_keypoint_files', 'write_pictures', 'check_views', 'select_and_extract', 'discover', 'object_maps']
 
 # %% ../nbs/10_discovery.ipynb #adaf07df
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from .grid import N_VIEWS
@@ -25,6 +26,7 @@ from .losses import LossConfig, RandomAffine
 from .keypoints import frequent_tokens, extract_keypoints, triangulate_keypoints
 from .unet import KeypointTokens
 from .models import encode_condition_image, global_embeddings
+from .data import BACKGROUNDS, foreground
 from .viz import plot_keypoints, plot_token_grids, keypoint_gif, plot_losses, save_figure
 
 # %% ../nbs/10_discovery.ipynb #f31818e9
@@ -84,6 +86,8 @@ def _check_discovery(cfg):
         raise ValueError(f"lr must be > 0 and sk_consistency_weight, consistency_ramp_steps, timestep >= 0; got "
                          f"{cfg.lr}, {cfg.sk_consistency_weight}, {cfg.consistency_ramp_steps}, {cfg.timestep}")
     _check_counts(cfg.n_tokens, cfg.n_keypoints, cfg.loss)
+    if cfg.object_background is not None and cfg.object_background not in BACKGROUNDS:
+        raise ValueError(f"object_background must be None (look everywhere) or one of {sorted(BACKGROUNDS)}; got {cfg.object_background!r}")
     if cfg.layers is not None:
         if isinstance(cfg.layers, str) or not cfg.layers or not all(isinstance(l, str) for l in cfg.layers):
             raise ValueError(f"layers must be None (the model's) or a non-empty list of cross-attention layer names; got {cfg.layers!r}")
@@ -115,6 +119,7 @@ class DiscoveryConfig(RunSettings):
     n_select: int = 100                 # StableKeypoints: selection counted over 100 images (here objects x frames)
     n_augment: int = 10                 # StableKeypoints: 10 test-time augmentations at extraction
     visible_threshold: float = 0.5      # ours: `visible` = TTA visibility >= this
+    object_background: str = "gray"     # ours: keypoints are looked for where a view differs from this flat background; None: anywhere
     checkpoint_every: int = 50          # ours: steps between checkpoints (and one at the end)
     loss: LossConfig = field(default_factory=lambda: LossConfig(top_k=10))   # StableKeypoints: FPS of 10 of 25
 
@@ -299,14 +304,20 @@ VIEW_LABELS = ("cond",) + tuple(str(v) for v in range(N_VIEWS))   # file order: 
 def _cat_cameras(a: Cameras, b: Cameras) -> Cameras:
     return Cameras(torch.cat([a.R, b.R]), torch.cat([a.t, b.t]), torch.cat([a.K, b.K]))
 
+def object_mask(images: torch.Tensor, background: str = "gray", margin: int = 1) -> torch.Tensor:
+    "(N, 3, H, W) views on a flat `background` -> (N, H, W) bool: the object (`mvsk.data.foreground`) grown by `margin` pixels."
+    fg = foreground(images, background)[:, None].float()
+    return F.max_pool2d(fg, 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0
+
 def object_keypoints(model, unit: dict, cond: dict, tokens, cfg: DiscoveryConfig) -> dict:
     "One (object, frame) -> {xy (7, K, 2) normalised, confidence, visibility (7, K), visible (7, K) bool, points (K, 3) (NaN: not triangulated), residual (7, K), mean_residual (K,), cameras (7)}; views in VIEW_LABELS order."
     dev = model.device
     images = torch.cat([unit["cond"][None], unit["views"]]).to(dev)
     fn = view_maps_fn(model, cond["cond_lat"].to(dev), cond["encoder_hidden_states"].to(dev), cfg)
     l = cfg.loss
+    mask = None if cfg.object_background is None else object_mask(images.float().cpu(), cfg.object_background).to(dev)
     ext = extract_keypoints(images, fn, tokens, n_augment=cfg.n_augment, affine=RandomAffine(l.degrees, l.scale, l.translate),
-                            full_softmax=l.full_softmax)
+                            full_softmax=l.full_softmax, mask=mask)
     xy, conf, vis = (ext[k].float().cpu() for k in ("xy", "confidence", "visibility"))
     cams = _cat_cameras(unit["cond_camera"], unit["cameras"]).to(dtype=torch.float32)
     w = conf                                                                    # every view votes by its map's confidence

@@ -6,8 +6,9 @@
 __all__ = ['stack_keypoints', 'read_view_masks', 'linear_assignment', 'match_cost', 'match_keypoints', 'oracle_keypoints', 'pck',
            'multiview_pck', 'coverage', 'random_keypoints', 'centroid_keypoints', 'colour_keypoints', 'error_3d',
            'regressor_fit', 'regressor_predict', 'split_objects', 'common_keypoints', 'regression_error',
-           'dual_alignment', 'reprojection_error', 'view_agreement', 'keypoint_spread', 'random_consistent_keypoints',
-           'diagnostics_report', 'report', 'to_markdown', 'psnr', 'ssim', 'runnable_strategies', 'compare_strategies']
+           'dual_alignment', 'reprojection_error', 'reprojected_keypoints', 'view_agreement', 'keypoint_spread',
+           'random_consistent_keypoints', 'diagnostics_report', 'report', 'to_markdown', 'psnr', 'ssim',
+           'runnable_strategies', 'compare_strategies']
 
 # %% ../nbs/15_eval.ipynb #d9cd9908
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .grid import N_VIEWS
-from .cameras import Cameras
+from .cameras import Cameras, project
 from .keypoints import triangulate_keypoints
 from .data import VIEW_FILES, read_mask, _collate_keypoints
 from .maps import describe
@@ -390,6 +391,12 @@ def reprojection_error(pred_xy: torch.Tensor, cameras, weights: torch.Tensor = N
     "(B, 6, K, 2) normalised (x, y) + cameras (+ weights (B, 6, K) >= 0) -> (B, 6, K) distance (tile units) to the reprojected triangulation; NaN for keypoints with < 2 weighted views."
     return _triangulated(pred_xy, cameras, weights)[1]
 
+def reprojected_keypoints(pred_xy: torch.Tensor, cameras, weights: torch.Tensor = None) -> torch.Tensor:
+    "(B, 6, K, 2) normalised (x, y) + cameras (+ weights) -> (B, 6, K, 2): each keypoint triangulated from its weighted views and projected back into all six; NaN for keypoints with < 2 weighted views."
+    pts, _ = _triangulated(pred_xy, cameras, weights)
+    B, V = pred_xy.shape[:2]
+    return torch.stack([project(pts[b], rig.to(device=pts.device, dtype=pts.dtype))[0] for b, rig in enumerate(_rigs(cameras, B, V))])
+
 def view_agreement(pred_xy: torch.Tensor, cameras, weights: torch.Tensor = None, threshold: float = 0.05) -> torch.Tensor:
     "(B, 6, K, 2) normalised (x, y) + cameras -> () fraction of (object, view, keypoint) with weight > 0 whose reprojection residual is <= threshold (tile units)."
     res = reprojection_error(pred_xy, cameras, weights)
@@ -458,7 +465,7 @@ def _score_row(name, xy, w, gt, cams, alphas, train, gt_reg, labels, groups, agr
 def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.1), oracle_sigma: float = 0.005,
            seed: int = 0, label_key: str = "semantic", groups: list = None, test_frac: float = 1 / 3,
            agree_threshold: float = 0.05) -> list:
-    "B objects (`load_views` dicts with 'keypoints', 'cameras') + masks (B, 6, H, W) bool [+ preds: name -> (B, 6, K, 2) normalised (x, y) or {'xy', 'weights'}] -> list of row dicts: the methods, then oracle, random (tile), random (mask), mask centroid, colour clusters."
+    "B objects (`load_views` dicts with 'keypoints', 'cameras') + masks (B, 6, H, W) bool [+ preds: name -> (B, 6, K, 2) normalised (x, y) or {'xy', 'weights'}] -> list of row dicts: the methods, then oracle, random (tile), random (mask), random (mask) reprojected, mask centroid, colour clusters."
     if not items or any("keypoints" not in it or "cameras" not in it for it in items):
         raise ValueError("items must be a non-empty list of load_views dicts with 'keypoints' and 'cameras'")
     gt = stack_keypoints([it["keypoints"] for it in items])
@@ -477,7 +484,9 @@ def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.
     rows_in["oracle"] = (oracle_keypoints(gt, oracle_sigma, g, labels=labels),
                          _label_presence(labels, union)[:, None].expand(B, V, len(union)).float())
     rows_in["random (tile)"] = (random_keypoints(B, V, k, g), None)
-    rows_in["random (mask)"] = (random_keypoints(B, V, k, g, masks=masks), None)
+    rnd = random_keypoints(B, V, k, g, masks=masks)
+    rows_in["random (mask)"] = (rnd, None)
+    rows_in["random (mask), reprojected"] = (reprojected_keypoints(rnd, cams), None)     # the same points, made 3D-consistent
     rows_in["mask centroid"] = (centroid_keypoints(masks, k), None)
     views = torch.stack([it["target_imgs"] for it in items])
     if views.shape[-2:] != masks.shape[-2:]:                                           # views loaded at the model's size: to the masks'

@@ -57,12 +57,17 @@ def _check_images(images):
 # %% ../nbs/09_keypoints.ipynb #007b49fb
 @torch.no_grad()
 def extract_keypoints(images: torch.Tensor, maps_fn, tokens, n_augment: int = 10, affine: RandomAffine = None,
-                      radius: float = None, agree_radius: float = None, full_softmax: bool = True) -> dict:
-    "(N, 3, H, W) images in [0, 1] + maps_fn -> {xy (N, K, 2) normalised, confidence, visibility (N, K), maps (N, K, H, W), coverage (N, 1, H, W) in [0, 1]}."
+                      radius: float = None, agree_radius: float = None, full_softmax: bool = True, mask: torch.Tensor = None) -> dict:
+    "(N, 3, H, W) images in [0, 1] + maps_fn [+ mask (N, H, W) bool: look only there] -> {xy (N, K, 2) normalised, confidence, visibility (N, K), maps (N, K, H, W), coverage (N, 1, H, W) in [0, 1]}."
     _check_images(images)
     if n_augment < 1: raise ValueError(f"n_augment must be >= 1; got {n_augment}")
     affine = RandomAffine() if affine is None else affine
     N, _, H, W = images.shape
+    if mask is not None:
+        if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == (N, H, W)):
+            raise ValueError(f"mask must be bool (N={N}, H={H}, W={W}) like the images; got {describe(mask)}")
+        if not mask.flatten(1).any(1).all():
+            raise ValueError(f"mask is empty in images {(~mask.flatten(1).any(1)).nonzero().flatten().tolist()}: nothing to look at there")
     total = cover = None
     thetas, argmaxes = [], []
     for _ in range(n_augment):
@@ -72,6 +77,7 @@ def extract_keypoints(images: torch.Tensor, maps_fn, tokens, n_augment: int = 10
             raise ValueError(f"maps_fn must return (N={N}, T, r, r) maps; got {describe(m)}")
         _check_maps(m, "maps_fn(images)", views=False, full_softmax=full_softmax)
         up = F.interpolate(_take_tokens(m.float(), tokens), size=(H, W), mode="bilinear", align_corners=False)
+        if mask is not None: up = up * (affine.apply(mask[:, None].to(up.dtype)) > 0.5)   # the mask, moved like the image
         back, cov = affine.inverse(up, mask=True)
         total = back if total is None else total + back
         cover = cov if cover is None else cover + cov
