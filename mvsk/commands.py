@@ -244,7 +244,7 @@ def read_run_keypoints(run) -> dict:
         o = out.setdefault(r["object"], dict(xy=torch.full((6, K, 2), float("nan")), weights=torch.zeros(6, K)))
         v, k = int(r["view"]), int(r["keypoint"])
         o["xy"][v, k] = torch.tensor([float(r["x"]), float(r["y"])])
-        o["weights"][v, k] = float(r["confidence"])                       # as the run triangulated them
+        o["weights"][v, k] = float(r["confidence"])                       # as runs since 0.7.0 triangulate them
     bad = [name for name, o in out.items() if o["xy"].isnan().any()]
     if bad: raise ValueError(f"{path}: objects {bad} lack some (view, keypoint) rows")
     return out

@@ -67,7 +67,9 @@ def extract_keypoints(images: torch.Tensor, maps_fn, tokens, n_augment: int = 10
         if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == (N, H, W)):
             raise ValueError(f"mask must be bool (N={N}, H={H}, W={W}) like the images; got {describe(mask)}")
         if not mask.flatten(1).any(1).all():
-            raise ValueError(f"mask is empty in images {(~mask.flatten(1).any(1)).nonzero().flatten().tolist()}: nothing to look at there")
+            raise ValueError(f"mask is empty in images {(~mask.flatten(1).any(1)).nonzero().flatten().tolist()}: nothing to look at there "
+                             f"(discovery: object_background=None looks everywhere)")
+        mask = mask.to(images.device)
     total = cover = None
     thetas, argmaxes = [], []
     for _ in range(n_augment):

@@ -83,7 +83,7 @@ def _render_chunk(args):
     return len(idx)
 
 def render_mini_data(root, cfg: MiniConfig = None, workers: int = 2, progress: bool = True) -> dict:
-    "Render (or complete) `root/train` and `root/test` for the recipe -> {'train': folder, 'test': folder}."
+    "Render (or complete) `root/train` and `root/test` for the recipe -> {'train': folder, 'test': folder}; `workers` processes, or this one when 1."
     from concurrent.futures import ProcessPoolExecutor
     cfg = cfg or MiniConfig()
     root, out = Path(root), {}
@@ -92,8 +92,12 @@ def render_mini_data(root, cfg: MiniConfig = None, workers: int = 2, progress: b
         todo = _missing(folder, cfg.robot, n)
         chunks = [(folder, todo[k::workers], seed, cfg.render_args()) for k in range(workers)]
         if todo:
-            with ProcessPoolExecutor(workers) as ex, tqdm(total=len(todo), desc=f"render {split}", disable=not progress) as bar:
-                for done in ex.map(_render_chunk, [c for c in chunks if c[2]]): bar.update(done)
+            with tqdm(total=len(todo), desc=f"render {split}", disable=not progress) as bar:
+                if workers == 1:
+                    for c in chunks: bar.update(_render_chunk(c))
+                else:
+                    with ProcessPoolExecutor(workers) as ex:
+                        for done in ex.map(_render_chunk, [c for c in chunks if c[1]]): bar.update(done)
         out[split] = folder
     return out
 

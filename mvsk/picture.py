@@ -72,7 +72,7 @@ class PictureKeypoints:
     confidence: torch.Tensor     # (7, K) soft-argmax mass near each keypoint
     visibility: torch.Tensor     # (7, K) in [0, 1]: share of the test-time augmentations that agree
     visible: torch.Tensor        # (7, K) bool: visibility >= the settings' visible_threshold
-    points: torch.Tensor         # (K, 3) world points (mvsk.cameras convention); NaN: seen in fewer than two views
+    points: torch.Tensor         # (K, 3) world points (mvsk.cameras convention); NaN: confidence in fewer than two views
     residual: torch.Tensor       # (7, K) distance (tile units) of each view's keypoint to the reprojected point
     mean_residual: torch.Tensor  # (K,) weighted by confidence
     cameras: Cameras             # the 7 cameras (condition first)
@@ -354,8 +354,8 @@ def picture_benchmark(net, cfg: DiscoveryConfig, gen: GenerationConfig, data="da
                                                cameras=it["cameras"], cond_camera=it["cond_camera"]), cfg))
     pick = lambda rs, get: torch.stack([get(r)[1:] for r in rs])          # the six target views
     g_xy, r_xy = pick(gen_kp, lambda r: r.xy), pick(ren_kp, lambda r: r["xy"])
-    preds = {"on generated views": dict(xy=g_xy, weights=pick(gen_kp, lambda r: r.confidence * r.visibility)),
-             "on ground-truth renders": dict(xy=r_xy, weights=pick(ren_kp, lambda r: r["confidence"] * r["visibility"]))}
+    preds = {"on generated views": dict(xy=g_xy, weights=pick(gen_kp, lambda r: r.confidence)),        # as discovery triangulates
+             "on ground-truth renders": dict(xy=r_xy, weights=pick(ren_kp, lambda r: r["confidence"]))}
     masks = torch.stack([read_view_masks(f) for f in folders])
     K = g_xy.shape[2]
     rows = report(items, masks, preds, k=K, seed=seed)
