@@ -315,7 +315,7 @@ def object_keypoints(model, unit: dict, cond: dict, tokens, cfg: DiscoveryConfig
     images = torch.cat([unit["cond"][None], unit["views"]]).to(dev)
     fn = view_maps_fn(model, cond["cond_lat"].to(dev), cond["encoder_hidden_states"].to(dev), cfg)
     l = cfg.loss
-    mask = None if cfg.object_background is None else object_mask(images.float().cpu(), cfg.object_background).to(dev)
+    mask = None if cfg.object_background is None else object_mask(images.float(), cfg.object_background)
     ext = extract_keypoints(images, fn, tokens, n_augment=cfg.n_augment, affine=RandomAffine(l.degrees, l.scale, l.translate),
                             full_softmax=l.full_softmax, mask=mask)
     xy, conf, vis = (ext[k].float().cpu() for k in ("xy", "confidence", "visibility"))

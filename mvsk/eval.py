@@ -272,25 +272,25 @@ def _same_rig(rigs):
     return groups
 
 def _triangulated(pred_xy, cameras, weights):
-    "-> points (B, K, 3) and residual (B, V, K); NaN for keypoints with fewer than two views of positive weight."
+    "-> points (B, K, 3), residual (B, V, K) and reprojections (B, V, K, 2); NaN for keypoints with fewer than two views of positive weight."
     _check_xy(pred_xy, "pred_xy")
     B, V, K, _ = pred_xy.shape
     w = _check_weights(weights, pred_xy)
     ok = (w > 0).sum(1) >= 2                                                       # (B, K)
     w = torch.where(ok[:, None], w, torch.ones_like(w)).to(pred_xy.dtype)
-    pts = pred_xy.new_empty(B, K, 3); res = pred_xy.new_empty(B, V, K)
+    pts = pred_xy.new_empty(B, K, 3); res = pred_xy.new_empty(B, V, K); back = torch.empty_like(pred_xy)
     for cam, idx in _same_rig(_rigs(cameras, B, V)):                              # one solve per distinct rig
         t = triangulate_keypoints(pred_xy[idx], cam, w[idx])
-        pts[idx], res[idx] = t["points"], t["residual"]
+        pts[idx], res[idx], back[idx] = t["points"], t["residual"], t["xy"]
     nan = torch.tensor(float("nan"), dtype=pred_xy.dtype)
-    return torch.where(ok[..., None], pts, nan), torch.where(ok[:, None], res, nan)
+    return torch.where(ok[..., None], pts, nan), torch.where(ok[:, None], res, nan), torch.where(ok[:, None, :, None], back, nan)
 
 def error_3d(pred_xy: torch.Tensor, gt: dict, cameras, weights: torch.Tensor = None, match: torch.Tensor = None) -> torch.Tensor:
     "(B, 6, K, 2) normalised discovered + gt (with 'xyz' (B, N, 3)) + cameras -> (B, N) world distance between each gt keypoint and its matched discovered keypoint triangulated; NaN where unmatched or not triangulable."
     B, V, K, N = _check_pred(pred_xy, gt, need_xyz=True)
     match = match_keypoints(pred_xy, gt) if match is None else match
     _scored(pred_xy, gt, match)                                                    # checks match
-    pts, _ = _triangulated(pred_xy, cameras, weights)
+    pts = _triangulated(pred_xy, cameras, weights)[0]
     X = pts.gather(1, match.clamp_min(0)[..., None].expand(B, N, 3))
     err = (X - gt["xyz"].to(X.dtype)).norm(dim=-1)
     return torch.where(match >= 0, err, torch.tensor(float("nan"), dtype=err.dtype))
@@ -393,9 +393,7 @@ def reprojection_error(pred_xy: torch.Tensor, cameras, weights: torch.Tensor = N
 
 def reprojected_keypoints(pred_xy: torch.Tensor, cameras, weights: torch.Tensor = None) -> torch.Tensor:
     "(B, 6, K, 2) normalised (x, y) + cameras (+ weights) -> (B, 6, K, 2): each keypoint triangulated from its weighted views and projected back into all six; NaN for keypoints with < 2 weighted views."
-    pts, _ = _triangulated(pred_xy, cameras, weights)
-    B, V = pred_xy.shape[:2]
-    return torch.stack([project(pts[b], rig.to(device=pts.device, dtype=pts.dtype))[0] for b, rig in enumerate(_rigs(cameras, B, V))])
+    return _triangulated(pred_xy, cameras, weights)[2]
 
 def view_agreement(pred_xy: torch.Tensor, cameras, weights: torch.Tensor = None, threshold: float = 0.05) -> torch.Tensor:
     "(B, 6, K, 2) normalised (x, y) + cameras -> () fraction of (object, view, keypoint) with weight > 0 whose reprojection residual is <= threshold (tile units)."
@@ -416,7 +414,6 @@ def keypoint_spread(pred_xy: torch.Tensor, weights: torch.Tensor = None) -> torc
 # %% ../nbs/15_eval.ipynb #070b7ff1
 def random_consistent_keypoints(cameras: list, k: int, generator: torch.Generator = None, radius: float = 0.5) -> torch.Tensor:
     "B objects' cameras (6 views each) -> (B, 6, k, 2) projections of k random 3D points inside the radius-`radius` sphere, normalised (x, y)."
-    from mvsk.cameras import project
     out = []
     for cams in cameras:
         d = torch.randn(k, 3, generator=generator)

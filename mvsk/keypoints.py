@@ -69,7 +69,7 @@ def extract_keypoints(images: torch.Tensor, maps_fn, tokens, n_augment: int = 10
         if not mask.flatten(1).any(1).all():
             raise ValueError(f"mask is empty in images {(~mask.flatten(1).any(1)).nonzero().flatten().tolist()}: nothing to look at there "
                              f"(discovery: object_background=None looks everywhere)")
-        mask = mask.to(images.device)
+        mask = mask[:, None].to(images.device, torch.float32)                   # (N, 1, H, W), warped with each augmentation
     total = cover = None
     thetas, argmaxes = [], []
     for _ in range(n_augment):
@@ -79,7 +79,7 @@ def extract_keypoints(images: torch.Tensor, maps_fn, tokens, n_augment: int = 10
             raise ValueError(f"maps_fn must return (N={N}, T, r, r) maps; got {describe(m)}")
         _check_maps(m, "maps_fn(images)", views=False, full_softmax=full_softmax)
         up = F.interpolate(_take_tokens(m.float(), tokens), size=(H, W), mode="bilinear", align_corners=False)
-        if mask is not None: up = up * (affine.apply(mask[:, None].to(up.dtype)) > 0.5)   # the mask, moved like the image
+        if mask is not None: up = up * (affine.apply(mask) > 0.5)               # the mask, moved like the image
         back, cov = affine.inverse(up, mask=True)
         total = back if total is None else total + back
         cover = cov if cover is None else cover + cov
@@ -102,7 +102,7 @@ def extract_keypoints(images: torch.Tensor, maps_fn, tokens, n_augment: int = 10
 
 # %% ../nbs/09_keypoints.ipynb #400469f9
 def triangulate_keypoints(xy: torch.Tensor, cameras, weights: torch.Tensor = None) -> dict:
-    "(B, 6, K, 2) normalised per-view keypoints -> {points (B, K, 3) world, residual (B, 6, K) normalised, mean_residual (B, K)}."
+    "(B, 6, K, 2) normalised per-view keypoints -> {points (B, K, 3) world, xy (B, 6, K, 2) their reprojections, residual (B, 6, K) normalised, mean_residual (B, K)}."
     if not (isinstance(xy, torch.Tensor) and xy.ndim == 4 and xy.shape[1] == len(cameras) and xy.shape[-1] == 2):
         raise ValueError(f"xy must be (B, {len(cameras)}, K, 2) normalised (x, y) for {len(cameras)} cameras; got {describe(xy)}")
     w = torch.ones_like(xy[..., 0]) if weights is None else weights
@@ -110,5 +110,6 @@ def triangulate_keypoints(xy: torch.Tensor, cameras, weights: torch.Tensor = Non
         raise ValueError(f"weights must be (B, {len(cameras)}, K) = {tuple(xy.shape[:-1])}; got {describe(weights)}")
     cams = cameras.to(device=xy.device, dtype=xy.dtype)
     X = triangulate(xy, cams, weights=w.to(xy.dtype))
-    res = (project(X, cams)[0] - xy).norm(dim=-1)
-    return {"points": X, "residual": res, "mean_residual": (w * res).sum(1) / w.sum(1)}
+    back = project(X, cams)[0]
+    res = (back - xy).norm(dim=-1)
+    return {"points": X, "xy": back, "residual": res, "mean_residual": (w * res).sum(1) / w.sum(1)}

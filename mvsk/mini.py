@@ -84,7 +84,9 @@ def _render_chunk(args):
 
 def render_mini_data(root, cfg: MiniConfig = None, workers: int = 2, progress: bool = True) -> dict:
     "Render (or complete) `root/train` and `root/test` for the recipe -> {'train': folder, 'test': folder}; `workers` processes, or this one when 1."
+    import contextlib
     from concurrent.futures import ProcessPoolExecutor
+    if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"workers must be a positive int; got {workers!r}")
     cfg = cfg or MiniConfig()
     root, out = Path(root), {}
     for split, n, seed in (("train", cfg.n_train, cfg.data_seed), ("test", cfg.n_test, cfg.data_seed + 1)):
@@ -92,12 +94,9 @@ def render_mini_data(root, cfg: MiniConfig = None, workers: int = 2, progress: b
         todo = _missing(folder, cfg.robot, n)
         chunks = [(folder, todo[k::workers], seed, cfg.render_args()) for k in range(workers)]
         if todo:
-            with tqdm(total=len(todo), desc=f"render {split}", disable=not progress) as bar:
-                if workers == 1:
-                    for c in chunks: bar.update(_render_chunk(c))
-                else:
-                    with ProcessPoolExecutor(workers) as ex:
-                        for done in ex.map(_render_chunk, [c for c in chunks if c[1]]): bar.update(done)
+            with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as ex, \
+                 tqdm(total=len(todo), desc=f"render {split}", disable=not progress) as bar:
+                for done in (ex.map if ex else map)(_render_chunk, [c for c in chunks if c[1]]): bar.update(done)
         out[split] = folder
     return out
 
