@@ -106,10 +106,10 @@ def read_config_file(path) -> dict:
     return d
 
 def merged_config(base, config=None, **overrides):
-    "A settings dataclass (with to_dict/from_dict) updated by a config file, then by the non-None overrides."
+    "A settings dataclass (with to_dict/from_dict) updated by a config file (or a dict of the same settings, None kept), then by the non-None overrides."
     d = base.to_dict()
     if config is not None:
-        f = read_config_file(config)
+        f = dict(config) if isinstance(config, dict) else read_config_file(config)
         unknown = set(f) - set(d)
         if unknown: raise ValueError(f"unknown setting(s) {sorted(unknown)} in {config}; known: {sorted(d)}")
         d.update(f)

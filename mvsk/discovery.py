@@ -88,6 +88,10 @@ def _check_discovery(cfg):
     _check_counts(cfg.n_tokens, cfg.n_keypoints, cfg.loss)
     if cfg.object_background is not None and cfg.object_background not in BACKGROUNDS:
         raise ValueError(f"object_background must be None (look everywhere) or one of {sorted(BACKGROUNDS)}; got {cfg.object_background!r}")
+    if not isinstance(cfg.object_loss, bool): raise ValueError(f"object_loss must be True or False; got {cfg.object_loss!r}")
+    if cfg.object_loss and cfg.object_background is None:
+        raise ValueError("object_loss=True needs object_background (the views' flat background) to find the object")
+    if cfg.object_loss and cfg.loss.ranking != "kl": raise ValueError("object_loss=True needs loss.ranking='kl' (the entropy ranking places no peak)")
     if cfg.layers is not None:
         if isinstance(cfg.layers, str) or not cfg.layers or not all(isinstance(l, str) for l in cfg.layers):
             raise ValueError(f"layers must be None (the model's) or a non-empty list of cross-attention layer names; got {cfg.layers!r}")
@@ -120,6 +124,7 @@ class DiscoveryConfig(RunSettings):
     n_augment: int = 10                 # StableKeypoints: 10 test-time augmentations at extraction
     visible_threshold: float = 0.5      # ours: `visible` = TTA visibility >= this
     object_background: str = "gray"     # ours: keypoints are looked for where a view differs from this flat background; None: anywhere
+    object_loss: bool = False           # ours: the training's localisation targets and token ranking on that object too
     checkpoint_every: int = 50          # ours: steps between checkpoints (and one at the end)
     loss: LossConfig = field(default_factory=lambda: LossConfig(top_k=10))   # StableKeypoints: FPS of 10 of 25
 
@@ -283,7 +288,10 @@ def discovery_step(model, units: DiscoveryUnits, cond: list, idx: list, step: in
         cams = same_rig([u["cameras"] for u in us])
         cond_lat = torch.cat([cond[i]["cond_lat"] for i in part]).to(dev)
         encoder_hidden_states = torch.cat([cond[i]["encoder_hidden_states"] for i in part]).to(dev)
-        out = model.sk_step(views, cams, cond_lat, encoder_hidden_states, epoch=rec["epoch"], loss_cfg=cfg.loss, **_sk_kwargs(cfg))
+        om = None if not cfg.object_loss else \
+            object_mask(views.flatten(0, 1).float(), cfg.object_background).view(views.shape[0], views.shape[1], *views.shape[-2:])
+        out = model.sk_step(views, cams, cond_lat, encoder_hidden_states, epoch=rec["epoch"], loss_cfg=cfg.loss, object_mask=om,
+                            **_sk_kwargs(cfg))
         sk, terms = out["sk_losses"], out["sk_loss"]
         loss = terms["sk_total"] + w * sk["view_consistency"] if cfg.objective == "sk" else terms["total"]
         vals = dict(loss=loss, sk_total=terms["sk_total"], localization=torch.stack(sk["individual_localization"]).mean(),
@@ -494,6 +502,9 @@ def discover(model, dataset, out_dir, cfg: DiscoveryConfig = None, resume: bool 
     check_views(model, units)
     out_dir = Path(out_dir)
     state = resume_state(out_dir, cfg, DISCOVERY_MAY_CHANGE) if resume else None
+    if state is not None and state["step"] < cfg.steps and cfg.object_loss and state["config"].get("object_background") != cfg.object_background:
+        raise ValueError(f"resume: with object_loss the object_background shapes the training; finish the run with "
+                         f"{state['config']['object_background']!r}, then resume the finished run with {cfg.object_background!r}")
     prepare_run_dir(out_dir, resume, overwrite)
     log = run_logger(out_dir)
     try:

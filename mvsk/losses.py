@@ -94,34 +94,43 @@ def _default_sigma(size: int, sigma_at_128: float = 2.0) -> float:
     "σ in map pixels for a map `size` pixels wide: StableKeypoints' 2 px at 128, scaled."
     return sigma_at_128 * size / 128
 
+def _on_object(maps: torch.Tensor, mask) -> torch.Tensor:
+    "Detached (..., T, h, w) maps with -1 off the object, so that an argmax lands on it; `mask` (..., h, w) bool, None: as they are."
+    if mask is None: return maps.detach()
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != maps.shape[:-3] + maps.shape[-2:]:
+        raise ValueError(f"mask must be bool {tuple(maps.shape[:-3] + maps.shape[-2:])} (the maps' shape without tokens); got {describe(mask)}")
+    if not mask.flatten(-2).any(-1).all(): raise ValueError("mask: a map has no object pixel (an empty view?)")
+    return maps.detach().masked_fill(~mask.to(maps.device)[..., None, :, :], -1.0)
+
 def localization_loss(maps: torch.Tensor, tokens=None, sigma: float = None, reduction: str = "mean",
-                      full_softmax: bool = True) -> torch.Tensor:
-    "(B, 6, T, h, w) or (B, T, h, w) maps -> MSE to peak-1 Gaussians at each selected token's argmax (σ in map px); scalar, or (B, [6,] K) with reduction='none'."
+                      full_softmax: bool = True, mask: torch.Tensor = None) -> torch.Tensor:
+    "(B, 6, T, h, w) or (B, T, h, w) maps -> MSE to peak-1 Gaussians at each selected token's argmax (σ in map px; on `mask`'s object if given); scalar, or (B, [6,] K) with reduction='none'."
     _check_maps(maps, full_softmax=full_softmax)
     if reduction not in ("mean", "none"): raise ValueError(f"reduction must be 'mean' or 'none'; got {reduction!r}")
     sel = _take_tokens(maps, tokens)
     sigma = _default_sigma(maps.shape[-1]) if sigma is None else sigma
-    per_map = ((sel - argmax_gaussian(sel, sigma)) ** 2).mean((-2, -1))       # (B, [6,] K)
+    per_map = ((sel - argmax_gaussian(_on_object(sel, mask), sigma)) ** 2).mean((-2, -1))       # (B, [6,] K)
     return per_map.mean() if reduction == "mean" else per_map
 
 # %% ../nbs/07_losses.ipynb #0497b3bc
-def _rank_scores(maps: torch.Tensor, method: str, sigma: float, eps: float = 1e-5) -> torch.Tensor:
-    "(..., h, w) maps -> (...) KL(Gaussian at argmax || spatial softmax) or entropy of the spatial softmax."
+def _rank_scores(maps: torch.Tensor, method: str, sigma: float, eps: float = 1e-5, mask=None) -> torch.Tensor:
+    "(..., T, h, w) maps -> (..., T) KL(Gaussian at argmax [on `mask`'s object] || spatial softmax) or entropy of the spatial softmax."
     logq = torch.log_softmax(maps.flatten(-2) + eps, -1)
     if method == "entropy": return -(logq.exp() * logq).sum(-1)
-    target = argmax_gaussian(maps, sigma).flatten(-2) + eps
+    target = argmax_gaussian(_on_object(maps, mask), sigma).flatten(-2) + eps
     target = target / target.sum(-1, keepdim=True)
     return (target * (target.log() - logq)).sum(-1)
 
 def rank_candidates(maps: torch.Tensor, n_candidates: int = 25, method: str = "kl", sigma: float = None,
-                    full_softmax: bool = True):
-    "(B, 6, T, h, w) or (B, T, h, w) maps -> (ids (B, n_candidates) best first, scores (B, T)); views averaged."
+                    full_softmax: bool = True, mask: torch.Tensor = None):
+    "(B, 6, T, h, w) or (B, T, h, w) maps -> (ids (B, n_candidates) best first, scores (B, T)); views averaged; `mask` (kl): peaks on the object."
     _check_maps(maps, full_softmax=full_softmax)
     if method not in ("kl", "entropy"): raise ValueError(f"method must be 'kl' or 'entropy'; got {method!r}")
+    if method == "entropy" and mask is not None: raise ValueError("mask: the entropy ranking has no peak to place; use method='kl'")
     T = maps.shape[-3]
     if not 1 <= n_candidates <= T: raise ValueError(f"n_candidates must be in [1, T={T}]; got {n_candidates}")
     sigma = _default_sigma(maps.shape[-1]) if sigma is None else sigma
-    scores = _rank_scores(maps.detach(), method, sigma)
+    scores = _rank_scores(maps.detach(), method, sigma, mask=mask)
     if maps.ndim == 5: scores = scores.mean(1)
     return scores.argsort(dim=-1, stable=True)[:, :n_candidates], scores
 
@@ -303,19 +312,23 @@ def loss_weights(epoch: float, cfg: LossConfig = None) -> dict:
 
 # %% ../nbs/07_losses.ipynb #ad042554
 def integrated_loss(maps: torch.Tensor, maps_aug: torch.Tensor, affine: RandomAffine, cameras, epoch: float,
-                    nvs: torch.Tensor = None, tokens=None, cfg: LossConfig = None) -> dict:
-    "(B, 6, T, h, w) maps and their augmented views' maps -> {total, [nvs], keypoint, sk_total, weights, schedule, tokens, sk_losses}."
+                    nvs: torch.Tensor = None, tokens=None, cfg: LossConfig = None, masks: tuple = None) -> dict:
+    "(B, 6, T, h, w) maps and their augmented views' maps [, `masks` (B, 6, h, w) bool of each on the object] -> {total, [nvs], keypoint, sk_total, weights, schedule, tokens, sk_losses}."
     cfg = cfg or LossConfig()
     _check_maps(maps, views=True, full_softmax=cfg.full_softmax)
+    if masks is not None and not (isinstance(masks, (tuple, list)) and len(masks) == 2):
+        raise ValueError(f"masks must be (mask, mask_aug) for the maps and the augmented maps, or None; got {type(masks).__name__}")
+    mask, mask_aug = masks if masks is not None else (None, None)
     w = loss_weights(epoch, cfg)
     if tokens is None:
-        cand, _ = rank_candidates(maps_aug, cfg.n_candidates, cfg.ranking, full_softmax=cfg.full_softmax)
-        pts = argmax_xy(_take_tokens(maps_aug, cand))                               # (B, 6, n, 2)
+        cand, _ = rank_candidates(maps_aug, cfg.n_candidates, cfg.ranking, full_softmax=cfg.full_softmax, mask=mask_aug)
+        pts = argmax_xy(_on_object(_take_tokens(maps_aug, cand), mask_aug))          # (B, 6, n, 2)
         tokens = cand.gather(1, furthest_point_sampling(pts, cfg.top_k))
     tokens = _check_tokens(tokens, maps.shape[0], maps.shape[2])
     sigma = _default_sigma(maps.shape[-1], cfg.sigma_at_128)
-    per_view = localization_loss(maps, tokens, sigma, reduction="none", full_softmax=cfg.full_softmax)   # (B, 6, K)
-    grid = localization_loss(views_to_grid(maps), tokens, sigma, full_softmax=cfg.full_softmax)
+    per_view = localization_loss(maps, tokens, sigma, reduction="none", full_softmax=cfg.full_softmax, mask=mask)   # (B, 6, K)
+    grid = localization_loss(views_to_grid(maps), tokens, sigma, full_softmax=cfg.full_softmax,
+                             mask=None if mask is None else views_to_grid(mask[:, :, None])[:, 0])
     total_loc = per_view.mean() + cfg.grid_localization_weight * grid
     eq = equivariance_loss(maps, maps_aug, affine, tokens, cfg.equivariance_mask, cfg.full_softmax)
     cons = multiview_consistency_loss(maps, cameras, cfg.consistency, tokens, cfg.pose_tau, cfg.softargmax_radius,

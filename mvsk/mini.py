@@ -155,17 +155,18 @@ def encode_split(comp, split: dict, seed: int = 0, chunk: int = 32, progress: bo
                 empty=empty_prompt_embeddings(comp, 1))
 
 # %% ../nbs/17_mini.ipynb #3e785535
-def mini_step(net: RefOnlyNoisedUNet, data: dict, idx: torch.Tensor, cond_dropout: float, g: torch.Generator) -> dict:
-    "One v-loss forward on the grids `idx` of encoded `data` (condition dropped with prob. `cond_dropout`) -> {'loss', 't'}."
+def mini_step(net: RefOnlyNoisedUNet, data: dict, idx: torch.Tensor, cond_dropout: float, g: torch.Generator,
+              g_ref: torch.Generator = None) -> dict:
+    "One v-loss forward on the grids `idx` of encoded `data` (condition dropped with prob. `cond_dropout`) -> {'loss', 't'}; `g_ref` (default `g`) noises a noised reference."
     x0 = data["x0"][idx]
-    n_train = net.train_sched.config.num_train_timesteps
-    noise = torch.randn(x0.shape, generator=g)
-    t = torch.randint(0, n_train, (len(idx),), generator=g)
-    drop = torch.rand(len(idx), generator=g) < cond_dropout
+    dev, n_train = x0.device, net.train_sched.config.num_train_timesteps
+    noise = torch.randn(x0.shape, generator=g).to(dev)                # drawn on the CPU: the same run on any device
+    t = torch.randint(0, n_train, (len(idx),), generator=g).to(dev)
+    drop = (torch.rand(len(idx), generator=g) < cond_dropout).to(dev)
     c = torch.where(drop.view(-1, 1, 1, 1), data["negative_lat"], data["cond_lat"][idx])
     e = torch.where(drop.view(-1, 1, 1), data["empty"], data["encoder_hidden_states"][idx])
     x_t = net.train_sched.add_noise(x0, noise, t)
-    v = net(x_t, t, e, cross_attention_kwargs=dict(cond_lat=c, generator=g)).sample
+    v = net(x_t, t, e, cross_attention_kwargs=dict(cond_lat=c, generator=g if g_ref is None else g_ref)).sample
     return dict(loss=nvs_loss(v, x0, noise, t, net.train_sched.alphas_cumprod), t=t)
 
 # %% ../nbs/17_mini.ipynb #dd41c3b2
@@ -197,8 +198,8 @@ def _append_csv(path: Path, row: dict, fields):
         w.writerow({k: row[k] for k in fields})
 
 # %% ../nbs/17_mini.ipynb #59fae851
-def _resume_unet(ck: Path, cfg: MiniConfig, unet, ema, opt, g: torch.Generator, out_dir: Path) -> tuple:
-    "Load train_unet's checkpoint into the UNet, the EMA, AdamW and the generator; trim the CSVs to it -> (step, history)."
+def _resume_unet(ck: Path, cfg: MiniConfig, unet, ema, opt, g: torch.Generator, g_ref: torch.Generator, out_dir: Path) -> tuple:
+    "Load train_unet's checkpoint into the UNet, the EMA, AdamW and the generators; trim the CSVs to it -> (step, history)."
     state = torch.load(ck, map_location="cpu", weights_only=False)
     fixed = {k: v for k, v in cfg.to_dict().items() if k not in ("steps", "checkpoint_every", "eval_every")}
     old = {k: v for k, v in state["config"].items() if k in fixed}
@@ -207,6 +208,8 @@ def _resume_unet(ck: Path, cfg: MiniConfig, unet, ema, opt, g: torch.Generator, 
         raise ValueError(f"resume: the checkpoint was made with other settings ({', '.join(diff)}); only steps, checkpoint_every and eval_every may change")
     unet.load_state_dict(state["unet"]); ema.load_state_dict(state["ema"]); opt.load_state_dict(state["optimizer"])
     g.set_state(state["generator"])
+    if g_ref is not g and state.get("generator_ref") is not None and g_ref.device.type == state["generator_ref_device"]:
+        g_ref.set_state(state["generator_ref"])                         # else a fresh device stream from cfg.seed
     _rewrite_csv(out_dir / "history.csv", state["history"], HISTORY_FIELDS)    # drop rows written after the checkpoint
     if (out_dir / "eval.csv").exists():
         with open(out_dir / "eval.csv") as f: kept = [r for r in csv.DictReader(f) if int(r["step"]) <= state["step"]]
@@ -231,18 +234,21 @@ def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = N
     ck = out_dir / "checkpoint.pt"
     if ck.exists() and not resume: raise FileExistsError(f"{out_dir} holds a training run: resume it or choose another folder")
     unet = comp.unet.float().train().requires_grad_(True)
+    dev = unet.device                                                   # training runs where the UNet is
+    data = {k: v.to(dev) for k, v in data.items()}
     net = RefOnlyNoisedUNet.from_components(comp, n_tokens=1)
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
-    step, history = _resume_unet(ck, cfg, unet, ema, opt, g, out_dir) if resume and ck.exists() else (0, [])
+    g_ref = g if dev.type == "cpu" else torch.Generator(dev).manual_seed(cfg.seed)   # a noised reference's noise, on the device
+    step, history = _resume_unet(ck, cfg, unet, ema, opt, g, g_ref, out_dir) if resume and ck.exists() else (0, [])
     bar = tqdm(total=cfg.steps, initial=step, desc="unet", disable=not progress)
     while step < cfg.steps:
         t0 = time.perf_counter()
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
         for group in opt.param_groups: group["lr"] = lr
         idx = torch.randint(0, len(data["x0"]), (cfg.batch_size,), generator=g)
-        out = mini_step(net, data, idx, cfg.cond_dropout, g)
+        out = mini_step(net, data, idx, cfg.cond_dropout, g, g_ref)
         opt.zero_grad(set_to_none=True); out["loss"].backward()
         gn = torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
@@ -254,7 +260,8 @@ def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = N
         bar.update(1); bar.set_postfix(loss=f"{row['loss']:.4f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             state = dict(step=step, unet=unet.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
-                         generator=g.get_state(), history=history, config=cfg.to_dict())
+                         generator=g.get_state(), history=history, config=cfg.to_dict(),
+                         generator_ref=None if g_ref is g else g_ref.get_state(), generator_ref_device=g_ref.device.type)
             atomic_write(ck, lambda p: torch.save(state, p))
         if test is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
             _eval_point(comp, ema, test, cfg, step, out_dir)

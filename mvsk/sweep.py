@@ -181,7 +181,9 @@ def _finish_run(command, data, folder, model, settings, progress):
     "Run `command` (discover_cmd or train_cmd) into `folder` unless it finished there; a stopped run resumes."
     if (folder / "summary.json").is_file(): return
     resume = (folder / "checkpoint.pt").is_file()
-    command(data, folder, model, resume=resume, overwrite=not resume, progress=progress, **settings)
+    nulls = {k: v for k, v in settings.items() if v is None}            # overrides drop None: a setting set to None goes as config
+    command(data, folder, model, resume=resume, overwrite=not resume, progress=progress, config=nulls or None,
+            **{k: v for k, v in settings.items() if v is not None})
 
 # %% ../nbs/20_sweep.ipynb #10de56d6
 def score_run(cfg: SweepConfig, out, variant: str, model: str, settings: dict, seed: int, progress: bool = True) -> list:

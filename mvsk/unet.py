@@ -271,11 +271,26 @@ def plain_reference_attention(unet) -> dict:
     return store
 
 
+# %% ../nbs/08_unet.ipynb #82ecd003
+def _map_masks(object_mask, affine, target_imgs, r: int) -> tuple:
+    "(B, 6, H, W) bool object mask of `target_imgs` -> ((B, 6, r, r), (B, 6, r, r)) on the maps' cells, as is and warped by `affine`."
+    want = tuple(target_imgs.shape[:2]) + tuple(target_imgs.shape[-2:])
+    if not isinstance(object_mask, torch.Tensor) or object_mask.dtype != torch.bool or tuple(object_mask.shape) != want:
+        got = f"{object_mask.dtype} {tuple(object_mask.shape)}" if isinstance(object_mask, torch.Tensor) else type(object_mask).__name__
+        raise ValueError(f"object_mask must be bool {want} (the views' shape without channels); got {got}")
+    if not object_mask.flatten(-2).any(-1).all():
+        empty = [tuple(ix) for ix in (~object_mask.flatten(-2).any(-1)).nonzero().tolist()]
+        raise ValueError(f"object_mask: (object, view) {empty} hold no object pixel; a view must show the object")
+    m = object_mask.to(target_imgs.device, torch.float32)[:, :, None]            # (B, 6, 1, H, W)
+    cells = lambda x: torch.nn.functional.adaptive_max_pool2d(x.flatten(0, 2), r).view(*x.shape[:2], r, r) > 0
+    aug = cells((affine.apply(m) > 0.5).float())
+    return cells(m), aug | ~aug.flatten(-2).any(-1)[..., None, None]              # an augmentation that lost the object: unmasked
+
 # %% ../nbs/08_unet.ipynb #6b710ad3
 @patch
 def sk_step(self: RefOnlyNoisedUNet, target_imgs, cameras, cond_lat=None, encoder_hidden_states=None, epoch: float = 0,
-            loss_cfg=None, generator=None, tokens=None, **sk_overrides) -> dict:
-    "(B, 6, 3, H, W) views in [0, 1] -> ref_dict with 'sk_maps', 'sk_maps_mean', 'sk_maps_aug', 'sk_losses', 'sk_loss'."
+            loss_cfg=None, generator=None, tokens=None, object_mask=None, **sk_overrides) -> dict:
+    "(B, 6, 3, H, W) views in [0, 1] [, (B, 6, H, W) bool `object_mask`: localise on the object] -> ref_dict with 'sk_maps', 'sk_maps_mean', 'sk_maps_aug', 'sk_losses', 'sk_loss'."
     cfg = loss_cfg or LossConfig()
     check_generator(generator, self.device)
     context = sk_overrides.get("context", self.sk.context)
@@ -290,6 +305,7 @@ def sk_step(self: RefOnlyNoisedUNet, target_imgs, cameras, cond_lat=None, encode
     kw = dict(cond_lat=cond_lat, encoder_hidden_states=encoder_hidden_states, generator=generator, tokens=tokens, **sk_overrides)
     ref_dict = self.forward_sk(target_imgs, **kw)
     maps_aug = self.forward_sk(aug, **kw)["sk_maps_mean"]["individual_views"]
-    loss = integrated_loss(ref_dict["sk_maps_mean"]["individual_views"], maps_aug, affine, cameras, epoch, cfg=cfg)
+    masks = None if object_mask is None else _map_masks(object_mask, affine, target_imgs, maps_aug.shape[-1])
+    loss = integrated_loss(ref_dict["sk_maps_mean"]["individual_views"], maps_aug, affine, cameras, epoch, cfg=cfg, masks=masks)
     ref_dict.update(sk_maps_aug=maps_aug, sk_losses=loss["sk_losses"], sk_loss=loss, affine=affine)
     return ref_dict

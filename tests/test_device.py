@@ -154,17 +154,15 @@ def test_cpu_generators_refused_on_cuda():
 
 def _without_mixing(fn):
     "Run `fn` on fake tensors: it passes when it ends, or when it reaches a same-device CUDA op that a CPU-only build cannot fake (matmul, grid_sample: 'not linked with support for cuda devices'); mixing devices raises first."
-    from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError
     try:
         return fn()
-    except FakeTensorDeviceMismatchError: raise
-    except RuntimeError as e:
+    except RuntimeError as e:                            # a device mismatch is re-raised with everything else
         if "not linked with support for cuda devices" not in str(e): raise
 
 
 def test_fake_cuda_guard():
     "On any machine: the pure tensor code keeps fake CUDA tensors on CUDA (a stray CPU tensor raises on mixing)."
-    from torch._subclasses.fake_tensor import FakeTensorMode, FakeTensorDeviceMismatchError
+    from torch._subclasses.fake_tensor import FakeTensorMode
     from mvsk.losses import RandomAffine
     from mvsk.maps import argmax_gaussian, gaussian_maps, soft_argmax_xy
     cuda = "cuda:0"                                      # an index: a bare 'cuda' needs a real device under fake tensors
@@ -175,7 +173,8 @@ def test_fake_cuda_guard():
         for fn in (lambda: aff.points(xy), lambda: aff.inverse_points(xy), lambda: gaussian_maps(xy, 16, 2.0),
                    lambda: argmax_gaussian(maps, 2.0), lambda: soft_argmax_xy(maps, 3)):
             _without_mixing(fn)
-        with pytest.raises(FakeTensorDeviceMismatchError):                        # the guard is live: mixing raises
+        with pytest.raises(RuntimeError, match="two (different )?devices"):       # the guard is live: mixing raises (torch 2.13
+                                                                                  # names it 'at least two devices', older 'two different')
             _without_mixing(lambda: xy.double() @ torch.eye(2, dtype=torch.float64))
 
 
@@ -210,7 +209,7 @@ def test_evaluation_helpers_on_the_device():
         torch.testing.assert_close(out.cpu(), f(*on_cpu), atol=1e-5, rtol=1e-5, equal_nan=True)
 
 
-def test_cpu_checkpoint_resumes_on_the_device(tmp_path):
+def test_cpu_checkpoint_resumes_on_the_device(tmp_path, full_fp32):
     "A discovery checkpointed on the CPU finishes on the device, reproducibly (on the CPU: bit for bit as one run)."
     from mvsk.discovery import DiscoveryConfig, discover
     from mvsk.data import MultiViewDataset
@@ -233,7 +232,53 @@ def test_cpu_checkpoint_resumes_on_the_device(tmp_path):
         shutil.copytree(tmp_path / "run", run)
         discover(_model(), data, run, cfg, resume=True, progress=False, pictures=False)
         ends.append(torch.load(run / "checkpoint.pt", weights_only=False)["tokens"])
-    assert torch.equal(ends[0], ends[1]) and torch.isfinite(ends[0]).all()
+    assert torch.isfinite(ends[0]).all()
+    start = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["tokens"]
+    if on_cuda: _same_update(start, ends[0], ends[1])           # CUDA's atomic sums are not bit-reproducible
+    else: assert torch.equal(ends[0], ends[1])
     if not on_cuda:
         straight = discover(_model(), data, tmp_path / "straight", cfg, progress=False, pictures=False)
         assert torch.equal(torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["tokens"], ends[0])
+
+
+def _same_update(start, a, b, tol=1e-2):
+    "Two runs from `start` ended at `a` and `b`: their updates agree to `tol` in relative L2 (a different draw gives about 1)."
+    da, db = (a.float() - start.float()).flatten(), (b.float() - start.float()).flatten()
+    assert da.norm() > 0, "the run did not move"
+    assert (da - db).norm() <= tol * da.norm(), f"updates differ by {float((da - db).norm() / da.norm()):.2e} of their size"
+
+
+@pytest.fixture
+def full_fp32():
+    "CUDA's TF32 off for the test: Adam's first steps turn a rounding change in a near-zero gradient into a full step."
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def test_mini_training_on_the_device(tmp_path, full_fp32):
+    "train_unet on the device draws the CPU run's batches and noise (the recipe's clean reference): the same losses, close weights; a CPU checkpoint finishes there alike."
+    from dataclasses import replace
+    from mvsk.mini import MiniConfig, encode_split, train_unet
+    from mvsk.models import load_zero123plus, tiny_zero123plus
+    load = lambda device="cpu": replace(load_zero123plus(tiny_zero123plus(seed=0), device=device), reference_latent="clean")
+    cfg = lambda steps: MiniConfig(steps=steps, batch_size=2, warmup=2, checkpoint_every=2)
+    cpu, dev = load(), load(torch_device)
+    S = cpu.view_size
+    imgs = torch.rand(3, 6, 3, S, S, generator=torch.Generator().manual_seed(0))
+    data = encode_split(cpu, dict(cond=imgs[:, 0], views=imgs), progress=False)
+    w0 = torch.cat([p.detach().flatten() for p in cpu.unet.parameters()])
+    a = train_unet(cpu, data, tmp_path / "cpu", cfg(2), progress=False)
+    b = train_unet(dev, data, tmp_path / "dev", cfg(2), progress=False)             # both train their comp.unet in place
+    assert next(b["ema"].parameters()).device.type == torch.device(torch_device).type
+
+    def alike(ra, rb):                                                                 # the same batch, noise and timesteps
+        assert ra["t_mean"] == rb["t_mean"] and abs(ra["loss"] - rb["loss"]) <= 1e-3 * abs(ra["loss"]), (ra, rb)
+    for ra, rb in zip(a["history"], b["history"]): alike(ra, rb)
+    _same_update(w0, *(torch.cat([p.detach().cpu().flatten() for p in c.unet.parameters()]) for c in (cpu, dev)))
+    shutil.copytree(tmp_path / "cpu", tmp_path / "cross")
+    c = train_unet(load(), data, tmp_path / "cpu", cfg(3), resume=True, progress=False)
+    d = train_unet(load(torch_device), data, tmp_path / "cross", cfg(3), resume=True, progress=False)
+    assert c["step"] == d["step"] == 3 and len(d["history"]) == 3
+    alike(c["history"][2], d["history"][2])
