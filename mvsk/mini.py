@@ -226,8 +226,8 @@ def _eval_point(comp, ema, test: dict, cfg: MiniConfig, step: int, out_dir: Path
 
 # %% ../nbs/17_mini.ipynb #c670ac82
 def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = None, resume: bool = False,
-               progress: bool = True) -> dict:
-    "Train `comp.unet` (in place) on encoded `data` -> {'ema': the EMA UNet, 'history': rows, 'step': steps done}."
+               progress: bool = True, max_seconds: float = None) -> dict:
+    "Train `comp.unet` (in place) on encoded `data` -> {'ema': the EMA UNet, 'history': rows, 'step': steps done}; `max_seconds`: stop (checkpointed) after the step that passes it."
     import copy
     cfg = cfg or MiniConfig()
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +242,8 @@ def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = N
     g = torch.Generator().manual_seed(cfg.seed)
     g_ref = g if dev.type == "cpu" else torch.Generator(dev).manual_seed(cfg.seed)   # a noised reference's noise, on the device
     step, history = _resume_unet(ck, cfg, unet, ema, opt, g, g_ref, out_dir) if resume and ck.exists() else (0, [])
+    if max_seconds is not None and not max_seconds >= 0: raise ValueError(f"max_seconds must be None or >= 0; got {max_seconds!r}")
+    t_start = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc="unet", disable=not progress)
     while step < cfg.steps:
         t0 = time.perf_counter()
@@ -258,7 +260,8 @@ def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = N
                    seconds=time.perf_counter() - t0)
         history.append(row); _append_csv(out_dir / "history.csv", row, HISTORY_FIELDS)
         bar.update(1); bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        out_of_time = max_seconds is not None and time.perf_counter() - t_start >= max_seconds
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
             state = dict(step=step, unet=unet.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
                          generator=g.get_state(), history=history, config=cfg.to_dict(),
                          generator_ref=None if g_ref is g else g_ref.get_state(), generator_ref_device=g_ref.device.type)
@@ -266,6 +269,7 @@ def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = N
         if test is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
             _eval_point(comp, ema, test, cfg, step, out_dir)
             unet.train()
+        if out_of_time: break
     bar.close()
     return dict(ema=ema, history=history, step=step)
 

@@ -144,14 +144,18 @@ def start_run(out_dir: Path, key: str, cfg, config: dict, state: dict, fieldname
             write_history(out_dir, [], fieldnames)
         return [], 0
     history, start = list(state["history"]), int(state["step"])
+    new = cfg.to_dict()
+    old = type(cfg).from_dict(state["config"]).to_dict() if "config" in state else new   # a checkpoint records its settings
+    changed = {k: [old[k], new[k]] for k in new if k in old and old[k] != new[k]}       # what resume_state let change
     if write:
         write_history(out_dir, history, fieldnames)
         record = json.loads((out_dir / "config.json").read_text())
-        record[key] = cfg.to_dict()
+        record[key] = new
         record.setdefault("resumed", []).append({"at_step": start, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                 "versions": library_versions()})
+                                                 "changed": changed, "versions": library_versions()})
         atomic_write_text(out_dir / "config.json", json.dumps(record, indent=1))
-    log.info(f"resume at step {start} of {cfg.steps} from {out_dir / CHECKPOINT}")
+    log.info(f"resume at step {start} of {cfg.steps} from {out_dir / CHECKPOINT}"
+             + (f"; changed from the checkpoint's settings: {json.dumps(changed)}" if changed else ""))
     return history, start
 
 def write_summary(out_dir: Path, summary: dict) -> dict:
