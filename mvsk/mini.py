@@ -332,10 +332,9 @@ def export_mini(comp, unet, dest, cfg: MiniConfig = None, card: str = "", extra:
     return write_components(parts, dest, reference_latent=cfg.reference_latent, files=files, sk_layers=sk_layers)
 
 # %% ../nbs/17_mini.ipynb #99cc3366
-def _init_components(out: Path, cfg: MiniConfig, train: dict, init: str, progress: bool):
-    if init == "shipped":
-        shipped = load_zero123plus(mini_zero123plus())
-        return shipped
+def _init_components(out: Path, cfg: MiniConfig, train: dict, init: str, progress: bool) -> Path:
+    "The folder of the model training starts from: the shipped model, or a new one (random UNet, the VAE trained here)."
+    if init == "shipped": return mini_zero123plus()
     vae_dir = out / "vae"
     parts = build_components(cfg.seed, MINI_CONFIG)
     if (vae_dir / "config.json").is_file():
@@ -346,30 +345,32 @@ def _init_components(out: Path, cfg: MiniConfig, train: dict, init: str, progres
         hist = train_vae(parts["vae"], images, cfg, progress=progress)
         parts["vae"].save_pretrained(vae_dir)
         (vae_dir / "history.json").write_text(json.dumps(hist))
-    return load_zero123plus(write_components(parts, out / "init", reference_latent=cfg.reference_latent))
+    return write_components(parts, out / "init", reference_latent=cfg.reference_latent)
 
 def regenerate_mini(out, cfg: MiniConfig = None, resume: bool = True, init: str = "scratch", workers: int = 2,
-                    progress: bool = True) -> dict:
-    "Data, VAE, UNet, export and scores of the mini model under `out` -> {'model': folder, 'scores': rows}."
+                    progress: bool = True, device="cpu", max_seconds: float = None) -> dict:
+    "Data, VAE, UNet (on `device`, for at most `max_seconds`), export and scores of the mini model under `out` -> {'model': folder, 'scores': rows, 'step'}."
     cfg = cfg or MiniConfig()
     if init not in ("scratch", "shipped"): raise ValueError(f"init must be 'scratch' or 'shipped'; got {init!r}")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dict(cfg.to_dict(), init=init), indent=2))
     folders = render_mini_data(out / "data", cfg, workers, progress)
     train, test = load_split(folders["train"]), load_split(folders["test"])
-    comp = _init_components(out, cfg, train, init, progress)
+    start = _init_components(out, cfg, train, init, progress)
+    comp = load_zero123plus(start)
     cache = out / "encoded.pt"
     if cache.is_file():
         data = torch.load(cache, weights_only=True)
         if "encoder_hidden_states" not in data: raise ValueError(f"{cache} was encoded by an older mvsk; delete it to encode again")
     else: data = encode_split(comp, train, cfg.seed, progress=progress); torch.save(data, cache)
+    if torch.device(device).type != "cpu": comp = load_zero123plus(start, device=device)   # encoded on the CPU, trained there
     t0 = time.time()
-    res = train_unet(comp, data, out / "unet", cfg, test=test, resume=resume, progress=progress)
+    res = train_unet(comp, data, out / "unet", cfg, test=test, resume=resume, progress=progress, max_seconds=max_seconds)
     model = export_mini(comp, res["ema"], out / "mini-zero123plus", cfg,
-                        extra=dict(steps=res["step"], init=init, seconds_this_call=round(time.time() - t0)))
+                        extra=dict(steps=res["step"], init=init, seconds_this_call=round(time.time() - t0), device=str(device)))
     scores = score_model(load_zero123plus(model), test, train["views"])
     (out / "scores.json").write_text(json.dumps(scores, indent=2))
-    return dict(model=model, scores=scores)
+    return dict(model=model, scores=scores, step=res["step"])
 
 # %% ../nbs/17_mini.ipynb #73edf0d5
 def model_card(meta: dict, scores: list) -> str:
@@ -462,9 +463,14 @@ def mini_main(argv=None):
     ap.add_argument("--init", choices=["scratch", "shipped"], default="scratch",
                     help="start from random weights and a new VAE (default) or from the shipped mini model")
     ap.add_argument("--workers", type=int, default=2, help="render processes (default 2)")
+    ap.add_argument("--batch-size", type=int, default=d.batch_size, help=f"grids per UNet step (default {d.batch_size}; a GPU takes 64 for little more time)")
+    ap.add_argument("--device", default="cpu", help="where the UNet trains (default cpu; e.g. cuda)")
+    ap.add_argument("--max-seconds", type=float, default=None, help="stop the UNet's training after this long, checkpointed (--resume continues)")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     a = ap.parse_args(argv)
-    cfg = MiniConfig(steps=a.steps, n_train=a.n_train, n_test=a.n_test, seed=a.seed, robot=a.robot)
-    res = regenerate_mini(a.out, cfg, resume=a.resume, init=a.init, workers=a.workers, progress=not a.no_progress)
+    cfg = MiniConfig(steps=a.steps, n_train=a.n_train, n_test=a.n_test, seed=a.seed, robot=a.robot, batch_size=a.batch_size)
+    res = regenerate_mini(a.out, cfg, resume=a.resume, init=a.init, workers=a.workers, progress=not a.no_progress,
+                          device=a.device, max_seconds=a.max_seconds)
+    if res["step"] < cfg.steps: print(f"stopped at step {res['step']} of {cfg.steps} (--max-seconds); --resume continues")
     print(f"wrote {res['model']}")
     for r in res["scores"]: print(f"{r['method']:>28}: PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.3f}  fg IoU {r['fg_iou']:.3f}")
