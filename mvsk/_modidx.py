@@ -350,6 +350,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                            'mvsk.mini.mini_main': ('mini.html#mini_main', 'mvsk/mini.py'),
                            'mvsk.mini.mini_step': ('mini.html#mini_step', 'mvsk/mini.py'),
                            'mvsk.mini.model_card': ('mini.html#model_card', 'mvsk/mini.py'),
+                           'mvsk.mini.regenerate_command': ('mini.html#regenerate_command', 'mvsk/mini.py'),
                            'mvsk.mini.regenerate_mini': ('mini.html#regenerate_mini', 'mvsk/mini.py'),
                            'mvsk.mini.render_mini_data': ('mini.html#render_mini_data', 'mvsk/mini.py'),
                            'mvsk.mini.save_preview': ('mini.html#save_preview', 'mvsk/mini.py'),

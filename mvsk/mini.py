@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['HISTORY_FIELDS', 'EVAL_FIELDS', 'MINI_SK_LAYERS', 'MiniConfig', 'render_mini_data', 'load_split', 'train_vae',
            'encode_split', 'mini_step', 'train_unet', 'view_scores', 'baseline_views', 'evaluate_views', 'save_preview',
-           'export_mini', 'regenerate_mini', 'model_card', 'ship_mini', 'score_model', 'mini_main']
+           'export_mini', 'regenerate_mini', 'regenerate_command', 'model_card', 'ship_mini', 'score_model',
+           'mini_main']
 
 # %% ../nbs/17_mini.ipynb #a1746c4a
 import csv, json, math, time, shutil
@@ -233,6 +234,7 @@ def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = N
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     ck = out_dir / "checkpoint.pt"
     if ck.exists() and not resume: raise FileExistsError(f"{out_dir} holds a training run: resume it or choose another folder")
+    if max_seconds is not None and not max_seconds >= 0: raise ValueError(f"max_seconds must be None or >= 0; got {max_seconds!r}")
     unet = comp.unet.float().train().requires_grad_(True)
     dev = unet.device                                                   # training runs where the UNet is
     data = {k: v.to(dev) for k, v in data.items()}
@@ -242,7 +244,6 @@ def train_unet(comp, data: dict, out_dir, cfg: MiniConfig = None, test: dict = N
     g = torch.Generator().manual_seed(cfg.seed)
     g_ref = g if dev.type == "cpu" else torch.Generator(dev).manual_seed(cfg.seed)   # a noised reference's noise, on the device
     step, history = _resume_unet(ck, cfg, unet, ema, opt, g, g_ref, out_dir) if resume and ck.exists() else (0, [])
-    if max_seconds is not None and not max_seconds >= 0: raise ValueError(f"max_seconds must be None or >= 0; got {max_seconds!r}")
     t_start = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc="unet", disable=not progress)
     while step < cfg.steps:
@@ -349,11 +350,15 @@ def _init_components(out: Path, cfg: MiniConfig, train: dict, init: str, progres
 
 def regenerate_mini(out, cfg: MiniConfig = None, resume: bool = True, init: str = "scratch", workers: int = 2,
                     progress: bool = True, device="cpu", max_seconds: float = None) -> dict:
-    "Data, VAE, UNet (on `device`, for at most `max_seconds`), export and scores of the mini model under `out` -> {'model': folder, 'scores': rows, 'step'}."
+    "Data, VAE, UNet (on `device`, for at most `max_seconds`), export and scores of the mini model under `out` -> {'model': folder, 'scores': rows (None when stopped early), 'step'}."
     cfg = cfg or MiniConfig()
     if init not in ("scratch", "shipped"): raise ValueError(f"init must be 'scratch' or 'shipped'; got {init!r}")
+    dev = torch.device(device)                                           # before the slow CPU stages: a bad device fails now
+    if dev.type == "cuda" and not torch.cuda.is_available(): raise ValueError(f"device {device!r}: this torch sees no CUDA device")
+    if max_seconds is not None and not max_seconds >= 0: raise ValueError(f"max_seconds must be None or >= 0; got {max_seconds!r}")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dict(cfg.to_dict(), init=init), indent=2))
+    if not (resume and (out / "config.json").is_file()):                 # a resume keeps the record its checkpoint must match
+        (out / "config.json").write_text(json.dumps(dict(cfg.to_dict(), init=init), indent=2))
     folders = render_mini_data(out / "data", cfg, workers, progress)
     train, test = load_split(folders["train"]), load_split(folders["test"])
     start = _init_components(out, cfg, train, init, progress)
@@ -368,11 +373,22 @@ def regenerate_mini(out, cfg: MiniConfig = None, resume: bool = True, init: str 
     res = train_unet(comp, data, out / "unet", cfg, test=test, resume=resume, progress=progress, max_seconds=max_seconds)
     model = export_mini(comp, res["ema"], out / "mini-zero123plus", cfg,
                         extra=dict(steps=res["step"], init=init, seconds_this_call=round(time.time() - t0), device=str(device)))
+    if res["step"] < cfg.steps:                                          # stopped on time: a partial model, not scored
+        (out / "scores.json").unlink(missing_ok=True)
+        return dict(model=model, scores=None, step=res["step"])
     scores = score_model(load_zero123plus(model), test, train["views"])
     (out / "scores.json").write_text(json.dumps(scores, indent=2))
     return dict(model=model, scores=scores, step=res["step"])
 
 # %% ../nbs/17_mini.ipynb #73edf0d5
+def regenerate_command(meta: dict) -> str:
+    "The `mvsk mini` command that makes the model of `mvsk_mini.json` contents `meta` (the flags that differ from the defaults)."
+    r, d = meta["recipe"], MiniConfig()
+    flags = [f"--steps {meta['steps']}"] + [f"--{k.replace('_', '-')} {r[k]}" for k in ("robot", "batch_size", "seed", "n_train", "n_test")
+                                          if r[k] != getattr(d, k)]
+    if meta.get("init", "scratch") != "scratch": flags.append(f"--init {meta['init']}")
+    return "mvsk mini --out DIR " + " ".join(flags)
+
 def model_card(meta: dict, scores: list) -> str:
     "A markdown model card from the export's `mvsk_mini.json` contents and `score_model`'s rows."
     r = meta["recipe"]
@@ -398,7 +414,7 @@ it knows one robot ({r['robot']}, fixed colours) on a gray background.
   {r['batch_size']}, AdamW lr {r['lr']}, v-loss, condition dropout {r['cond_dropout']}, EMA {r['ema_decay']}
   (exported, fp16).
 - **Trained on**: {meta.get('machine', 'unknown')}; {meta.get('hours', '?')} hours.
-- **Regenerate**: `mvsk mini --out DIR --steps {meta['steps']}` (resumable with `--resume`).
+- **Regenerate**: `{regenerate_command(meta)}` (resumable with `--resume`).
 
 ## Novel views on the held-out objects (64 px, Euler-ancestral, mean ± standard error over objects)
 
@@ -414,6 +430,9 @@ def ship_mini(run, dest=None, machine: str = "", hours: float = None) -> Path:
     run = Path(run)
     src = run / "mini-zero123plus"
     if not (src / "model_index.json").is_file(): raise FileNotFoundError(f"{src} holds no exported model: run regenerate_mini first")
+    made = json.loads((src / "mvsk_mini.json").read_text())
+    if made["steps"] < made["recipe"]["steps"]:
+        raise ValueError(f"{src} was stopped at step {made['steps']} of {made['recipe']['steps']}: finish it (--resume) before shipping")
     scores = json.loads((run / "scores.json").read_text())
     dest = Path(dest) if dest is not None else Path(str(files("mvsk") / "assets" / "mini-zero123plus"))
     if dest.exists(): shutil.rmtree(dest)
@@ -471,6 +490,6 @@ def mini_main(argv=None):
     cfg = MiniConfig(steps=a.steps, n_train=a.n_train, n_test=a.n_test, seed=a.seed, robot=a.robot, batch_size=a.batch_size)
     res = regenerate_mini(a.out, cfg, resume=a.resume, init=a.init, workers=a.workers, progress=not a.no_progress,
                           device=a.device, max_seconds=a.max_seconds)
-    if res["step"] < cfg.steps: print(f"stopped at step {res['step']} of {cfg.steps} (--max-seconds); --resume continues")
     print(f"wrote {res['model']}")
+    if res["scores"] is None: return print(f"stopped at step {res['step']} of {cfg.steps} (--max-seconds): not scored; --resume continues")
     for r in res["scores"]: print(f"{r['method']:>28}: PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.3f}  fg IoU {r['fg_iou']:.3f}")
