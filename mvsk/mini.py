@@ -333,9 +333,9 @@ def export_mini(comp, unet, dest, cfg: MiniConfig = None, card: str = "", extra:
     return write_components(parts, dest, reference_latent=cfg.reference_latent, files=files, sk_layers=sk_layers)
 
 # %% ../nbs/17_mini.ipynb #99cc3366
-def _init_components(out: Path, cfg: MiniConfig, train: dict, init: str, progress: bool) -> Path:
-    "The folder of the model training starts from: the shipped model, or a new one (random UNet, the VAE trained here)."
-    if init == "shipped": return mini_zero123plus()
+def _init_components(out: Path, cfg: MiniConfig, train: dict, init: str, progress: bool):
+    "The model training starts from, on the CPU: the shipped model, or a new one (random UNet, the VAE trained here)."
+    if init == "shipped": return load_zero123plus(mini_zero123plus())
     vae_dir = out / "vae"
     parts = build_components(cfg.seed, MINI_CONFIG)
     if (vae_dir / "config.json").is_file():
@@ -346,7 +346,7 @@ def _init_components(out: Path, cfg: MiniConfig, train: dict, init: str, progres
         hist = train_vae(parts["vae"], images, cfg, progress=progress)
         parts["vae"].save_pretrained(vae_dir)
         (vae_dir / "history.json").write_text(json.dumps(hist))
-    return write_components(parts, out / "init", reference_latent=cfg.reference_latent)
+    return load_zero123plus(write_components(parts, out / "init", reference_latent=cfg.reference_latent))
 
 def regenerate_mini(out, cfg: MiniConfig = None, resume: bool = True, init: str = "scratch", workers: int = 2,
                     progress: bool = True, device="cpu", max_seconds: float = None) -> dict:
@@ -361,14 +361,13 @@ def regenerate_mini(out, cfg: MiniConfig = None, resume: bool = True, init: str 
         (out / "config.json").write_text(json.dumps(dict(cfg.to_dict(), init=init), indent=2))
     folders = render_mini_data(out / "data", cfg, workers, progress)
     train, test = load_split(folders["train"]), load_split(folders["test"])
-    start = _init_components(out, cfg, train, init, progress)
-    comp = load_zero123plus(start)
+    comp = _init_components(out, cfg, train, init, progress)
     cache = out / "encoded.pt"
     if cache.is_file():
         data = torch.load(cache, weights_only=True)
         if "encoder_hidden_states" not in data: raise ValueError(f"{cache} was encoded by an older mvsk; delete it to encode again")
     else: data = encode_split(comp, train, cfg.seed, progress=progress); torch.save(data, cache)
-    if torch.device(device).type != "cpu": comp = load_zero123plus(start, device=device)   # encoded on the CPU, trained there
+    if dev.type != "cpu": comp.to(dev)                                   # encoded on the CPU, trained there
     t0 = time.time()
     res = train_unet(comp, data, out / "unet", cfg, test=test, resume=resume, progress=progress, max_seconds=max_seconds)
     model = export_mini(comp, res["ema"], out / "mini-zero123plus", cfg,
@@ -430,9 +429,9 @@ def ship_mini(run, dest=None, machine: str = "", hours: float = None) -> Path:
     run = Path(run)
     src = run / "mini-zero123plus"
     if not (src / "model_index.json").is_file(): raise FileNotFoundError(f"{src} holds no exported model: run regenerate_mini first")
-    made = json.loads((src / "mvsk_mini.json").read_text())
-    if made["steps"] < made["recipe"]["steps"]:
-        raise ValueError(f"{src} was stopped at step {made['steps']} of {made['recipe']['steps']}: finish it (--resume) before shipping")
+    meta = json.loads((src / "mvsk_mini.json").read_text())
+    if meta["steps"] < meta["recipe"]["steps"]:
+        raise ValueError(f"{src} was stopped at step {meta['steps']} of {meta['recipe']['steps']}: finish it (--resume) before shipping")
     scores = json.loads((run / "scores.json").read_text())
     dest = Path(dest) if dest is not None else Path(str(files("mvsk") / "assets" / "mini-zero123plus"))
     if dest.exists(): shutil.rmtree(dest)
@@ -444,7 +443,6 @@ def ship_mini(run, dest=None, machine: str = "", hours: float = None) -> Path:
     shutil.copy(run / "vae" / "history.json", logs / "vae_history.json")
     shutil.copy(sorted((run / "unet").glob("preview_*.png"))[-1], logs / "preview.png")
     (logs / "scores.json").write_text(json.dumps(scores, indent=2))
-    meta = json.loads((dest / "mvsk_mini.json").read_text())
     meta.update(machine=machine, hours=hours)
     (dest / "mvsk_mini.json").write_text(json.dumps(meta, indent=2))
     (dest / "README.md").write_text(model_card(meta, scores))
