@@ -30,11 +30,11 @@ def _discover_parser(prog, data, out, overwrite_help):
     ap.add_argument("--rig", default="v1.2", choices=["v1.2", "v1.1"], help="Zero123++ rig of generated grids (default v1.2)")
     ap.add_argument("--config", help="YAML or JSON file of DiscoveryConfig settings (flags override it)")
     ap.add_argument("--seed", type=int)
-    ap.add_argument("--steps", type=int, help="optimiser steps (real weights: StableKeypoints' 500; mini, tiny: 40)")
+    ap.add_argument("--steps", type=int, help="optimiser steps (real weights: StableKeypoints' 500; mini: 100; tiny: 40)")
     ap.add_argument("--n-tokens", type=int, help="learnable tokens T (real weights: StableKeypoints' 500; mini, tiny: 64)")
     ap.add_argument("--n-keypoints", type=int, help="keypoints K (real weights: the design plan's 16; mini, tiny: 8)")
     ap.add_argument("--map-res", type=int, help="map resolution (real weights: StableKeypoints' 128; mini, tiny: 32)")
-    ap.add_argument("--n-augment", type=int, help="test-time augmentations at extraction (real weights: StableKeypoints' 10; mini, tiny: 4)")
+    ap.add_argument("--n-augment", type=int, help="test-time augmentations at extraction (real weights: StableKeypoints' 10; mini: 10; tiny: 4)")
     ap.add_argument("--batch-size", type=int, help="objects per step (StableKeypoints: 4)")
     ap.add_argument("--lr", type=float, help="Adam learning rate of the tokens (StableKeypoints: 5e-3)")
     ap.add_argument("--layers", help="cross-attention layers the keypoint pass reads, comma-separated (default: the model's; "

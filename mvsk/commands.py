@@ -117,9 +117,9 @@ def merged_config(base, config=None, **overrides):
     return type(base).from_dict(d)
 
 def discovery_config(model=DEFAULT_MODEL, config=None, **overrides):
-    "DiscoveryConfig from the model's defaults (mini and tiny: `demo_config()`), then a config file, then non-None overrides."
-    from mvsk.discovery import DiscoveryConfig, demo_config
-    return merged_config(demo_config() if model in ("tiny", "mini") else DiscoveryConfig(), config, **overrides)
+    "DiscoveryConfig from the model's defaults (`model_config`: mini, tiny, real weights), then a config file, then non-None overrides."
+    from mvsk.discovery import model_config
+    return merged_config(model_config(model), config, **overrides)
 
 # %% ../nbs/18_commands.ipynb #2e7be1c4
 DISCOVER_FLAGS = ("seed", "steps", "n_tokens", "n_keypoints", "map_res", "n_augment", "batch_size", "lr", "layers")
@@ -300,10 +300,10 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
     return "\n".join(md)
 
 # %% ../nbs/18_commands.ipynb #5e5a0d6e
-def eval_cmd(run, data=None, out=None, alphas=(0.05, 0.1), seed=0) -> dict:
-    "Score a run without ground truth (and against `data`'s, where it has some); write report.md + report.png -> {'diagnostics', 'ground_truth' (rows or None), 'scored'}."
+def eval_cmd(run, data=None, out=None, alphas=(0.05, 0.1), seed=0, n_random: int = None) -> dict:
+    "Score a run without ground truth (and against `data`'s, where it has some; random floors: the mean of `n_random` draws, default `RANDOM_DRAWS`); write report.md + report.png -> {'diagnostics', 'ground_truth' (rows or None), 'scored'}."
     from mvsk.data import load_views
-    from mvsk.eval import report, read_view_masks, diagnostics_report
+    from mvsk.eval import report, read_view_masks, diagnostics_report, RANDOM_DRAWS
     run = Path(run)
     with user_input():
         preds, cams = read_run_keypoints(run), read_run_cameras(run)
@@ -318,7 +318,7 @@ def eval_cmd(run, data=None, out=None, alphas=(0.05, 0.1), seed=0) -> dict:
     stack = lambda ns, key: torch.stack([preds[n][key] for n in ns])
     drows = diagnostics_report({method: dict(xy=stack(objs, "xy"), weights=stack(objs, "weights"))}, [cams[n] for n in objs], k=K, seed=seed)
     rows = report(items, masks, preds={method: dict(xy=stack(names, "xy"), weights=stack(names, "weights"))}, k=K, alphas=alphas,
-                  seed=seed) if names else None
+                  seed=seed, n_random=RANDOM_DRAWS if n_random is None else n_random) if names else None
     out = Path(out) if out else run
     out.mkdir(parents=True, exist_ok=True)
     if rows: _bar_figure(rows, [f"PCK@{a:g}" for a in alphas], f"{run.name} on {Path(data).name}: {len(names)} objects", out / "report.png")

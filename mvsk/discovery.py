@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['RENAMED_LOSS_SETTINGS', 'OBJECTIVES', 'VIEW_LABELS', 'CSV_FIELDS', 'LOSS_FIELDS', 'RunSettings',
-           'loss_config_from_dict', 'DiscoveryConfig', 'demo_config', 'discovery_datasets', 'DiscoveryUnits',
-           'as_units', 'batch_units', 'view_maps_fn', 'run_config', 'tokens_metadata', 'freeze_components',
-           'consistency_weight_at', 'same_rig', 'train_epoch', 'discovery_step', 'object_mask', 'object_keypoints',
-           'write_keypoint_files', 'write_pictures', 'check_views', 'select_and_extract', 'discover', 'object_maps']
+           'loss_config_from_dict', 'DiscoveryConfig', 'demo_config', 'mini_config', 'model_config',
+           'discovery_datasets', 'DiscoveryUnits', 'as_units', 'batch_units', 'view_maps_fn', 'run_config',
+           'tokens_metadata', 'freeze_components', 'consistency_weight_at', 'same_rig', 'train_epoch', 'discovery_step',
+           'object_mask', 'object_keypoints', 'write_keypoint_files', 'write_pictures', 'check_views',
+           'select_and_extract', 'discover', 'object_maps']
 
 # %% ../nbs/10_discovery.ipynb #adaf07df
 import csv, json, logging, os, platform, shutil, time
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from .grid import N_VIEWS
 from .runs import *
 from .cameras import Cameras
-from .losses import LossConfig, RandomAffine
+from .losses import LossConfig, RandomAffine, _mask_cells
 from .keypoints import frequent_tokens, extract_keypoints, triangulate_keypoints
 from .unet import KeypointTokens
 from .models import encode_condition_image, global_embeddings
@@ -92,6 +93,9 @@ def _check_discovery(cfg):
     if cfg.object_loss and cfg.object_background is None:
         raise ValueError("object_loss=True needs object_background (the views' flat background) to find the object")
     if cfg.object_loss and cfg.loss.ranking != "kl": raise ValueError("object_loss=True needs loss.ranking='kl' (the entropy ranking places no peak)")
+    if not isinstance(cfg.object_select, bool): raise ValueError(f"object_select must be True or False; got {cfg.object_select!r}")
+    if cfg.object_select and (cfg.object_background is None or cfg.loss.ranking != "kl"):
+        raise ValueError("object_select=True needs object_background (to find the object) and loss.ranking='kl' (a peak to place)")
     if cfg.layers is not None:
         if isinstance(cfg.layers, str) or not cfg.layers or not all(isinstance(l, str) for l in cfg.layers):
             raise ValueError(f"layers must be None (the model's) or a non-empty list of cross-attention layer names; got {cfg.layers!r}")
@@ -125,6 +129,7 @@ class DiscoveryConfig(RunSettings):
     visible_threshold: float = 0.5      # ours: `visible` = TTA visibility >= this
     object_background: str = "gray"     # ours: keypoints are looked for where a view differs from this flat background; None: anywhere
     object_loss: bool = False           # ours: the training's localisation targets and token ranking on that object too
+    object_select: bool = False         # ours: the final choice of the K tokens ranks and spreads their peaks on that object
     checkpoint_every: int = 50          # ours: steps between checkpoints (and one at the end)
     loss: LossConfig = field(default_factory=lambda: LossConfig(top_k=10))   # StableKeypoints: FPS of 10 of 25
 
@@ -132,10 +137,19 @@ class DiscoveryConfig(RunSettings):
 
 # %% ../nbs/10_discovery.ipynb #ca3e0716
 def demo_config(**overrides) -> DiscoveryConfig:
-    "Small settings of `make demo`: the mini model on `data/mini` (ours: about a minute on 2 CPU cores); StableKeypoints' in DiscoveryConfig()."
+    "Small settings for a quick run (ours: the mini model on `data/mini` in about a minute on 2 CPU cores); StableKeypoints' in DiscoveryConfig()."
     base = dict(n_tokens=64, n_keypoints=8, steps=40, batch_size=4, micro_batch=4, map_res=32, n_augment=4,
                 consistency_ramp_steps=10, checkpoint_every=10, loss=LossConfig(top_k=8, n_candidates=16))
     return DiscoveryConfig(**{**base, **overrides})
+
+def mini_config(**overrides) -> DiscoveryConfig:
+    "The mini model's defaults (ours, chosen on held-out robots): `demo_config` at 100 steps, the multi-view ramp over 25, 10 test-time augmentations."
+    return demo_config(**{**dict(steps=100, consistency_ramp_steps=25, checkpoint_every=25, n_augment=10), **overrides})
+
+def model_config(model: str) -> DiscoveryConfig:
+    "A model's discovery defaults by its name: `mini_config()` for 'mini', `demo_config()` for 'tiny', StableKeypoints' (DiscoveryConfig()) for any other."
+    if not isinstance(model, (str, Path)): raise ValueError(f"model must be a name or a path; got {type(model).__name__}")
+    return {"mini": mini_config, "tiny": demo_config}.get(str(model), DiscoveryConfig)()
 
 # %% ../nbs/10_discovery.ipynb #9cbb7019
 def discovery_datasets(root, view_size: int = None, background="gray", rig: str = "v1.2") -> list:
@@ -436,8 +450,11 @@ def select_and_extract(model, units, cond, cfg, out_dir, log, progress, keep=Non
                                      **_sk_kwargs(cfg))["sk_maps_mean"]["individual_views"].float()
                 if i == 0: first["maps"] = m[0].cpu()
                 yield m
+        def masks():                                                         # the objects on the maps' cells
+            for i in range(min(cfg.n_select, len(units))):
+                yield _mask_cells(object_mask(units[i]["views"].float(), cfg.object_background), cfg.map_res)[None]
         sel, counts = frequent_tokens(maps(), k=cfg.n_keypoints, per_object=cfg.n_keypoints, n_candidates=l.n_candidates,
-                                      method=l.ranking, full_softmax=l.full_softmax)
+                                      method=l.ranking, full_softmax=l.full_softmax, masks=masks() if cfg.object_select else None)
         if keep is not None: sel = torch.as_tensor(keep, dtype=torch.long).cpu()
         model.tokens.select(sel)
         log.info(f"{'kept' if keep is not None else 'selected'} tokens {sel.tolist()} (times chosen {counts[sel].tolist()} "

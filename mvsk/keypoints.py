@@ -14,36 +14,42 @@ import torch.nn.functional as F
 from .grid import N_VIEWS
 from .cameras import project, triangulate
 from .losses import (RandomAffine, rank_candidates, furthest_point_sampling,
-                         _check_maps, _check_tokens, _take_tokens)
+                         _check_maps, _check_tokens, _take_tokens, _on_object)
 from .maps import describe, argmax_xy, soft_argmax_xy
 
 # %% ../nbs/09_keypoints.ipynb #bf77b1ed
 def select_tokens(maps: torch.Tensor, k: int = 16, n_candidates: int = 25, method: str = "kl", sigma: float = None,
-                  full_softmax: bool = True) -> torch.Tensor:
-    "(B, 6, T, h, w) or (B, T, h, w) maps -> (B, k) token ids: best `n_candidates` by `method`, then FPS of k."
+                  full_softmax: bool = True, mask: torch.Tensor = None) -> torch.Tensor:
+    "(B, 6, T, h, w) or (B, T, h, w) maps [+ `mask` (B, [6,] h, w) bool: peaks on the object] -> (B, k) token ids: best `n_candidates` by `method`, then FPS of k."
     if k > n_candidates: raise ValueError(f"k={k} keypoints cannot be sampled from n_candidates={n_candidates}")
-    cand, _ = rank_candidates(maps, n_candidates, method, sigma, full_softmax)
-    pts = argmax_xy(_take_tokens(maps, cand))                              # (B, [6,] n, 2)
+    cand, _ = rank_candidates(maps, n_candidates, method, sigma, full_softmax, mask=mask)
+    pts = argmax_xy(_on_object(_take_tokens(maps, cand), mask))            # (B, [6,] n, 2)
     return cand.gather(1, furthest_point_sampling(pts, k))
 
 # %% ../nbs/09_keypoints.ipynb #6c285262
 def frequent_tokens(maps, k: int = 16, per_object: int = None, n_candidates: int = 25, method: str = "kl",
-                    sigma: float = None, full_softmax: bool = True):
-    "(N, 6, T, h, w) / (N, T, h, w) maps, or an iterable of such batches -> (k most selected token ids (k,), counts (T,))."
+                    sigma: float = None, full_softmax: bool = True, masks=None):
+    "(N, 6, T, h, w) / (N, T, h, w) maps, or an iterable of such batches [+ `masks`: their (N, [6,] h, w) bool objects, alike] -> (k most selected token ids (k,), counts (T,))."
     per_object = k if per_object is None else per_object
     batches = [maps] if isinstance(maps, torch.Tensor) else maps
     if not isinstance(batches, Iterable): raise ValueError(f"maps must be a tensor or an iterable of tensors; got {describe(maps)}")
+    if masks is not None and not isinstance(masks, (torch.Tensor, Iterable)):
+        raise ValueError(f"masks must be None, a tensor or an iterable of tensors like maps; got {describe(masks)}")
+    mask_batches = None if masks is None else iter([masks] if isinstance(masks, torch.Tensor) else masks)
     counts = None
-    for m in batches:
+    for n, m in enumerate(batches):
+        mk = None if mask_batches is None else next(mask_batches, None)
+        if mask_batches is not None and mk is None: raise ValueError(f"masks: {n} mask batches for more map batches; give one per batch")
         _check_maps(m, full_softmax=full_softmax)
         T = m.shape[-3]
         if counts is None:
             if k > T: raise ValueError(f"cannot choose k={k} keypoint tokens from T={T}")
             counts = torch.zeros(T, dtype=torch.long)
         elif T != len(counts): raise ValueError(f"every batch must have T={len(counts)} tokens; got {describe(m)}")
-        sel = select_tokens(m, per_object, n_candidates, method, sigma, full_softmax)
+        sel = select_tokens(m, per_object, n_candidates, method, sigma, full_softmax, mask=mk)
         counts += torch.bincount(sel.flatten().cpu(), minlength=T)
     if counts is None: raise ValueError("maps is empty: no batch to count selections in")
+    if mask_batches is not None and next(mask_batches, None) is not None: raise ValueError("masks: more mask batches than map batches")
     order = sorted(range(len(counts)), key=lambda t: (-int(counts[t]), t))
     return torch.tensor(order[:k]), counts
 

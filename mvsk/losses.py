@@ -102,6 +102,13 @@ def _on_object(maps: torch.Tensor, mask) -> torch.Tensor:
     if not mask.flatten(-2).any(-1).all(): raise ValueError("mask: a map has no object pixel (an empty view?)")
     return maps.detach().masked_fill(~mask.to(maps.device)[..., None, :, :], -1.0)
 
+def _mask_cells(mask: torch.Tensor, r: int) -> torch.Tensor:
+    "(..., H, W) bool object mask -> (..., r, r) bool on an r x r map's cells: a cell is on the object when any of its pixels is."
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.ndim < 2:
+        raise ValueError(f"mask must be a bool (..., H, W) tensor; got {describe(mask)}")
+    x = mask.float().flatten(0, -3) if mask.ndim > 2 else mask.float()[None]
+    return (F.adaptive_max_pool2d(x, r) > 0).view(*mask.shape[:-2], r, r)
+
 def localization_loss(maps: torch.Tensor, tokens=None, sigma: float = None, reduction: str = "mean",
                       full_softmax: bool = True, mask: torch.Tensor = None) -> torch.Tensor:
     "(B, 6, T, h, w) or (B, T, h, w) maps -> MSE to peak-1 Gaussians at each selected token's argmax (σ in map px; on `mask`'s object if given); scalar, or (B, [6,] K) with reduction='none'."
@@ -320,10 +327,9 @@ def integrated_loss(maps: torch.Tensor, maps_aug: torch.Tensor, affine: RandomAf
         raise ValueError(f"masks must be (mask, mask_aug) for the maps and the augmented maps, or None; got {type(masks).__name__}")
     mask, mask_aug = masks if masks is not None else (None, None)
     w = loss_weights(epoch, cfg)
-    if tokens is None:
-        cand, _ = rank_candidates(maps_aug, cfg.n_candidates, cfg.ranking, full_softmax=cfg.full_softmax, mask=mask_aug)
-        pts = argmax_xy(_on_object(_take_tokens(maps_aug, cand), mask_aug))          # (B, 6, n, 2)
-        tokens = cand.gather(1, furthest_point_sampling(pts, cfg.top_k))
+    if tokens is None:                                                             # StableKeypoints' per-step choice
+        from mvsk.keypoints import select_tokens                                   # (built on this module's ranking)
+        tokens = select_tokens(maps_aug, cfg.top_k, cfg.n_candidates, cfg.ranking, full_softmax=cfg.full_softmax, mask=mask_aug)
     tokens = _check_tokens(tokens, maps.shape[0], maps.shape[2])
     sigma = _default_sigma(maps.shape[-1], cfg.sigma_at_128)
     per_view = localization_loss(maps, tokens, sigma, reduction="none", full_softmax=cfg.full_softmax, mask=mask)   # (B, 6, K)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .grid import N_VIEWS
 from .cameras import Cameras
 from .data import default_cameras, _to_size
-from .discovery import (DiscoveryConfig, demo_config, object_keypoints, write_keypoint_files, forked_rng,
+from .discovery import (DiscoveryConfig, model_config, object_keypoints, write_keypoint_files, forked_rng,
                             _encode_conditions, VIEW_LABELS, CSV_FIELDS, RENAMED_LOSS_SETTINGS)
 from .pipeline import generate, GenerationConfig, check_condition_image
 from .fusion import get_strategy
@@ -34,7 +34,7 @@ from .commands import UserError, user_input, model_for, DEFAULT_MODEL, MODEL_HEL
 def extraction_config(settings: dict = None, n_tokens: int = None, n_keypoints: int = None, model: str = "mini",
                       **overrides) -> DiscoveryConfig:
     "Recorded discovery/training settings (or None) + the tokens' T and K -> the DiscoveryConfig `object_keypoints` extracts with."
-    base = (demo_config() if model in ("tiny", "mini") else DiscoveryConfig()).to_dict()
+    base = model_config(model).to_dict()
     if settings is not None and not isinstance(settings, dict):
         raise ValueError(f"settings must be a dict of recorded discovery settings or None; got {type(settings).__name__}")
     d = {**base, **{k: v for k, v in (settings or {}).items() if k in base}}
@@ -89,7 +89,7 @@ def picture_keypoints(model, image, cfg: DiscoveryConfig = None, gen: Generation
     gen = gen or GenerationConfig()
     sel = model.tokens.selected
     if len(sel) == 0: raise ValueError("the model's tokens have no selected keypoint tokens: load tokens of a discovery run")
-    small = model.components.view_size < 320                              # tiny and mini: demo settings; Zero123++'s 320 px: StableKeypoints'
+    small = model.components.view_size < 320                              # the mini model's defaults; Zero123++'s 320 px: StableKeypoints'
     cfg = cfg or extraction_config(None, model.tokens.n_tokens, len(sel), "mini" if small else "zero123plus")
     rgb = check_condition_image(image, gen.min_size, gen.background)
     if rgb.shape[0] != 1: raise ValueError(f"image must be one picture; got {rgb.shape[0]}")
@@ -313,8 +313,8 @@ def keypoints_main(argv=None):
     return results
 
 # %% ../nbs/19_picture.ipynb #f17e41dc
-def regenerate_mini_tokens(work="runs/mini_tokens", dest=None, n_objects: int = 32, steps: int = 100, progress: bool = True) -> Path:
-    "Render the mini model's first `n_objects` training objects, discover tokens on them (demo settings, `steps` steps), write `dest` (default: the shipped asset)."
+def regenerate_mini_tokens(work="runs/mini_tokens", dest=None, n_objects: int = 32, steps: int = None, progress: bool = True) -> Path:
+    "Render the mini model's first `n_objects` training objects, discover tokens on them (the model's defaults; `steps`: its 100), write `dest` (default: the shipped asset)."
     from mvsk.models import mini_zero123plus
     from mvsk.render import render_dataset
     from mvsk.commands import discover_cmd
@@ -341,7 +341,7 @@ def regenerate_mini_tokens(work="runs/mini_tokens", dest=None, n_objects: int = 
 def picture_benchmark(net, cfg: DiscoveryConfig, gen: GenerationConfig, data="data/mini", seed: int = 0, progress: bool = True) -> dict:
     "Held-out objects with ground truth -> {'rows': `mvsk.eval.report` rows for keypoints on generated views and on the ground-truth renders (+ 'same as renders@0.1'), 'seconds': per picture}."
     from mvsk.data import load_views
-    from mvsk.eval import report, read_view_masks
+    from mvsk.eval import report, read_view_masks, RANDOM_DRAWS
     folders = sorted(p for p in Path(data).iterdir() if (p / "000.png").is_file() and (p / "keypoints.json").is_file())
     if not folders: raise ValueError(f"{data} holds no objects with keypoints.json (ground truth)")
     S = net.components.view_size
@@ -358,7 +358,7 @@ def picture_benchmark(net, cfg: DiscoveryConfig, gen: GenerationConfig, data="da
              "on ground-truth renders": dict(xy=r_xy, weights=pick(ren_kp, lambda r: r["confidence"]))}
     masks = torch.stack([read_view_masks(f) for f in folders])
     K = g_xy.shape[2]
-    rows = report(items, masks, preds, k=K, seed=seed)
+    rows = report(items, masks, preds, k=K, seed=seed, n_random=RANDOM_DRAWS)
     for row in rows:                                  # agreement with the renders' keypoints of the same token
         xy = g_xy if row["method"] == "on generated views" else None
         if row["method"] == "random (mask)":

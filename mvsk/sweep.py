@@ -63,18 +63,21 @@ def read_sweep(path) -> SweepConfig:
 
 # %% ../nbs/20_sweep.ipynb #534c42b9
 def random_unet(source: str = "mini", seed: int = 1) -> Path:
-    "Write (once) `source` with a random UNet of the same config in place of its own -> the folder."
+    "Write (once) `source` with a random UNet of the same config (and the same declared layers) in place of its own -> the folder."
     path = default_cache_dir() / f"{Path(source).name}-random-unet-seed{seed}"
     with cache_lock(path):
-        if (path / "model_index.json").is_file(): return path
         comp = load_model(source)
+        layers = None if comp.sk_layers is None else list(comp.sk_layers)
+        if (path / "model_index.json").is_file():
+            if json.loads((path / "model_index.json").read_text()).get("mvsk_sk_layers") == layers: return path
+            shutil.rmtree(path)                                  # written before random copies declared their source's layers
         sizes = MINI_CONFIG if source == "mini" else TINY_CONFIG if source == "tiny" else None
         if sizes is None: raise ValueError(f"random_unet knows the sizes of 'mini' and 'tiny'; got {source!r}")
         unet = build_components(seed, sizes)["unet"]
         parts = dict(vae=comp.vae, text_encoder=comp.text_encoder, tokenizer=comp.tokenizer, unet=unet,
                      vision_encoder=comp.vision_encoder, feature_extractor_clip=comp.feature_extractor_clip,
                      feature_extractor_vae=comp.feature_extractor_vae)
-        return write_components(parts, path, reference_latent=comp.reference_latent)
+        return write_components(parts, path, reference_latent=comp.reference_latent, sk_layers=comp.sk_layers)
 
 def sweep_model(model: str) -> str:
     "A sweep's model name -> what `mvsk discover --model` takes (random-UNet variants written on first use)."

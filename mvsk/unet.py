@@ -18,7 +18,7 @@ from .grid import N_VIEWS, views_to_grid
 from .attention import SKSettings, PassState, EarlyExit, install_processors, cross_attention_layers, SK_LAYERS
 from .models import Zero123PlusComponents, encode_target_images, REFERENCE_LATENTS
 from fastcore.basics import patch
-from .losses import LossConfig, RandomAffine, integrated_loss
+from .losses import LossConfig, RandomAffine, integrated_loss, _mask_cells
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 # %% ../nbs/08_unet.ipynb #aeb0a046
@@ -281,10 +281,9 @@ def _map_masks(object_mask, affine, target_imgs, r: int) -> tuple:
     if not object_mask.flatten(-2).any(-1).all():
         empty = [tuple(ix) for ix in (~object_mask.flatten(-2).any(-1)).nonzero().tolist()]
         raise ValueError(f"object_mask: (object, view) {empty} hold no object pixel; a view must show the object")
-    m = object_mask.to(target_imgs.device, torch.float32)[:, :, None]            # (B, 6, 1, H, W)
-    cells = lambda x: torch.nn.functional.adaptive_max_pool2d(x.flatten(0, 2), r).view(*x.shape[:2], r, r) > 0
-    aug = cells((affine.apply(m) > 0.5).float())
-    return cells(m), aug | ~aug.flatten(-2).any(-1)[..., None, None]              # an augmentation that lost the object: unmasked
+    m = object_mask.to(target_imgs.device)
+    aug = _mask_cells(affine.apply(m[:, :, None].float())[:, :, 0] > 0.5, r)
+    return _mask_cells(m, r), aug | ~aug.flatten(-2).any(-1)[..., None, None]     # an augmentation that lost the object: unmasked
 
 # %% ../nbs/08_unet.ipynb #6b710ad3
 @patch
