@@ -7,7 +7,7 @@
 #   make gpu-check                              # report: outputs/gpu-check.md
 #   PY=python3 bash bench/gpu.sh REPORT.md      # with another Python (mvsk importable, e.g. PYTHONPATH=.)
 #   PARTS=tests bash bench/gpu.sh A.md; PARTS=bench bash bench/gpu.sh B.md   # the tests and the timed figures apart
-# Then copy the tables into BENCHMARKS.md, saying which GPU they came from.
+# Then copy the tables into BENCHMARKS.md, saying which GPU they came from. Exits 1 when a part failed or hit its cap.
 set -uo pipefail
 PY=${PY:-.venv/bin/python}
 REPORT=${1:-outputs/gpu-check.md}
@@ -15,8 +15,10 @@ PARTS=${PARTS:-tests bench}
 case " $PARTS " in *" tests "*|*" bench "*) ;; *) echo "PARTS must name tests, bench or both; got '$PARTS'" >&2; exit 2;; esac
 export HF_HUB_OFFLINE=1 MVSK_FLAGS=slow MVSK_TEST_DEVICE=cuda
 mkdir -p "$(dirname "$REPORT")"
-part() { local cap=$1; shift; echo; echo "## $1"; shift; echo '```'; timeout "$cap" "$@" 2>&1 | grep -v "it/s\]$" | tail -40;
-         local rc=${PIPESTATUS[0]}; echo '```'; [ "$rc" = 124 ] && echo "(stopped at its cap of $cap s)"; return 0; }
+FAILED=$(mktemp)                                   # one line per part that failed or hit its cap (read after the report)
+part() { local cap=$1 name=$2; shift 2; echo; echo "## $name"; echo '```'; timeout "$cap" "$@" 2>&1 | grep -v "it/s\]$" | tail -40;
+         local rc=${PIPESTATUS[0]}; echo '```'; [ "$rc" = 124 ] && echo "(stopped at its cap of $cap s)";
+         [ "$rc" = 0 ] || echo "$name (exit $rc)" >> "$FAILED"; return 0; }
 {
   echo "# mvsk GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -31,3 +33,5 @@ part() { local cap=$1; shift; echo; echo "## $1"; shift; echo '```'; timeout "$c
     $PY bench/generate.py --configs sd2 --device cuda --dtype bfloat16 --repeats 3
   part 30 "the mini model's training step (batch 8), fp32" $PY bench/mini_step.py --device cuda --repeats 10
 } 2>&1 | tee "$REPORT"
+if [ -s "$FAILED" ]; then echo "failed parts (the report has their output):" >&2; cat "$FAILED" >&2; rm -f "$FAILED"; exit 1; fi
+rm -f "$FAILED"
