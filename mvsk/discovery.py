@@ -89,13 +89,12 @@ def _check_discovery(cfg):
     _check_counts(cfg.n_tokens, cfg.n_keypoints, cfg.loss)
     if cfg.object_background is not None and cfg.object_background not in BACKGROUNDS:
         raise ValueError(f"object_background must be None (look everywhere) or one of {sorted(BACKGROUNDS)}; got {cfg.object_background!r}")
-    if not isinstance(cfg.object_loss, bool): raise ValueError(f"object_loss must be True or False; got {cfg.object_loss!r}")
-    if cfg.object_loss and cfg.object_background is None:
-        raise ValueError("object_loss=True needs object_background (the views' flat background) to find the object")
-    if cfg.object_loss and cfg.loss.ranking != "kl": raise ValueError("object_loss=True needs loss.ranking='kl' (the entropy ranking places no peak)")
-    if not isinstance(cfg.object_select, bool): raise ValueError(f"object_select must be True or False; got {cfg.object_select!r}")
-    if cfg.object_select and (cfg.object_background is None or cfg.loss.ranking != "kl"):
-        raise ValueError("object_select=True needs object_background (to find the object) and loss.ranking='kl' (a peak to place)")
+    for flag in ("object_loss", "object_select"):                        # both place peaks on the object
+        on = getattr(cfg, flag)
+        if not isinstance(on, bool): raise ValueError(f"{flag} must be True or False; got {on!r}")
+        if on and (cfg.object_background is None or cfg.loss.ranking != "kl"):
+            raise ValueError(f"{flag}=True needs object_background (the views' flat background, to find the object) and "
+                             f"loss.ranking='kl' (the entropy ranking places no peak)")
     if cfg.layers is not None:
         if isinstance(cfg.layers, str) or not cfg.layers or not all(isinstance(l, str) for l in cfg.layers):
             raise ValueError(f"layers must be None (the model's) or a non-empty list of cross-attention layer names; got {cfg.layers!r}")

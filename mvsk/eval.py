@@ -483,12 +483,11 @@ def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.
     union = _label_union(labels, gt)
     rows_in["oracle"] = (oracle_keypoints(gt, oracle_sigma, g, labels=labels),
                          _label_presence(labels, union)[:, None].expand(B, V, len(union)).float())
-    draws = []                                                                         # one generator: the oracle's, then each draw's
+    tile, mask, reproj = [], [], []                                                    # one generator: the oracle's, then each draw's
     for _ in range(n_random):
-        rnd = random_keypoints(B, V, k, g), random_keypoints(B, V, k, g, masks=masks)
-        draws.append({"random (tile)": rnd[0], "random (mask)": rnd[1],
-                      "random (mask), reprojected": reprojected_keypoints(rnd[1], cams)})      # the same points, made 3D-consistent
-    rows_in.update({name: (None, None) for name in draws[0]})                          # scored draw by draw below
+        tile.append(random_keypoints(B, V, k, g)); mask.append(random_keypoints(B, V, k, g, masks=masks))
+        reproj.append(reprojected_keypoints(mask[-1], cams))                           # the same points, made 3D-consistent
+    rows_in.update({"random (tile)": (tile, None), "random (mask)": (mask, None), "random (mask), reprojected": (reproj, None)})
     rows_in["mask centroid"] = (centroid_keypoints(masks, k), None)
     views = torch.stack([it["target_imgs"] for it in items])
     if views.shape[-2:] != masks.shape[-2:]:                                           # views loaded at the model's size: to the masks'
@@ -499,7 +498,7 @@ def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.
     train = split_objects(B, test_frac, seed) if B >= 2 and shared else None
     gt_reg = gt_reg if train is not None else None
     score = lambda name, xy, w: _score_row(name, xy, w, gt, cams, alphas, train, gt_reg, labels, groups, agree_threshold)
-    return [_mean_rows([score(name, d[name], None) for d in draws]) if name in draws[0] else score(name, xy, w)
+    return [_mean_rows([score(name, x, w) for x in xy]) if isinstance(xy, list) else score(name, xy, w)   # a list: draws
             for name, (xy, w) in rows_in.items()]
 
 def _mean_rows(rows: list) -> dict:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .models import MINI_CONFIG, TINY_CONFIG, build_components, write_components, load_zero123plus, default_cache_dir, cache_lock
+from .models import (MINI_CONFIG, TINY_CONFIG, build_components, write_components, load_zero123plus, default_cache_dir, cache_lock,
+                         mini_zero123plus, tiny_zero123plus)
 from .commands import discover_cmd, train_cmd, eval_cmd, load_model, model_for, read_run_keypoints
 from .runs import atomic_write_text
 
@@ -65,14 +66,14 @@ def read_sweep(path) -> SweepConfig:
 def random_unet(source: str = "mini", seed: int = 1) -> Path:
     "Write (once) `source` with a random UNet of the same config (and the same declared layers) in place of its own -> the folder."
     path = default_cache_dir() / f"{Path(source).name}-random-unet-seed{seed}"
+    sizes = MINI_CONFIG if source == "mini" else TINY_CONFIG if source == "tiny" else None
+    if sizes is None: raise ValueError(f"random_unet knows the sizes of 'mini' and 'tiny'; got {source!r}")
+    declared = lambda folder: json.loads((Path(folder) / "model_index.json").read_text()).get("mvsk_sk_layers")
     with cache_lock(path):
-        comp = load_model(source)
-        layers = None if comp.sk_layers is None else list(comp.sk_layers)
         if (path / "model_index.json").is_file():
-            if json.loads((path / "model_index.json").read_text()).get("mvsk_sk_layers") == layers: return path
+            if declared(path) == declared(mini_zero123plus() if source == "mini" else tiny_zero123plus()): return path
             shutil.rmtree(path)                                  # written before random copies declared their source's layers
-        sizes = MINI_CONFIG if source == "mini" else TINY_CONFIG if source == "tiny" else None
-        if sizes is None: raise ValueError(f"random_unet knows the sizes of 'mini' and 'tiny'; got {source!r}")
+        comp = load_model(source)
         unet = build_components(seed, sizes)["unet"]
         parts = dict(vae=comp.vae, text_encoder=comp.text_encoder, tokenizer=comp.tokenizer, unet=unet,
                      vision_encoder=comp.vision_encoder, feature_extractor_clip=comp.feature_extractor_clip,
