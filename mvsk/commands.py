@@ -48,12 +48,13 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "cpu", dtype=torch.floa
 # %% ../nbs/18_commands.ipynb #85f270be
 def check_run_dir(out, cfg, resume: bool, overwrite: bool, kind: str = "discovery"):
     "Refuse (ValueError naming --resume / --overwrite) a folder holding another run, or a resume its checkpoint does not allow."
-    from mvsk.discovery import resume_state, DISCOVERY_MAY_CHANGE, TRAIN_MAY_CHANGE, CHECKPOINT_FORMAT
+    from mvsk.discovery import discovery_resume_state, resume_state, TRAIN_MAY_CHANGE
     from mvsk.train import TRAIN_CHECKPOINT_FORMAT
+    if kind not in ("discovery", "train"): raise ValueError(f"kind must be 'discovery' or 'train'; got {kind!r}")
     out = Path(out)
     if resume:
-        may, fmt = (DISCOVERY_MAY_CHANGE, CHECKPOINT_FORMAT) if kind == "discovery" else (TRAIN_MAY_CHANGE, TRAIN_CHECKPOINT_FORMAT)
-        resume_state(out, cfg, may, fmt, mmap=True)
+        if kind == "discovery": discovery_resume_state(out, cfg, mmap=True)
+        else: resume_state(out, cfg, TRAIN_MAY_CHANGE, TRAIN_CHECKPOINT_FORMAT, mmap=True)
     elif out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{out} is not empty: pass --resume to continue its run or --overwrite to replace it")
 
@@ -291,7 +292,9 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
                "PCK@a: matched keypoints within a*tile of the ground truth, over visible views (Hungarian matching on the mean "
                "2D distance); MV-PCK: within a in every view where visible; coverage: matched share of the ground truth; "
                "3D err: triangulated error in world units (object radius 0.5); SK reg err: StableKeypoints' linear regressor "
-               "(held-out objects); align: the matching of one instance applied to another of the same robot. Sanity rows: "
+               "(held-out objects); align: the matching of one instance applied to another of the same robot. The run's row is "
+               "followed by its keypoints reprojected (triangulated from their weighted views, projected back into all six; "
+               "hold it against the reprojected floor). Sanity rows: "
                "oracle (ground truth + noise) ~ perfect; random and mask centroid = floor; random (mask), reprojected = the same random "
                "points made to agree across views (triangulated, projected back), the floor for keypoints that agree; colour "
                "clusters = what colour alone finds.", ""]
@@ -318,7 +321,7 @@ def eval_cmd(run, data=None, out=None, alphas=(0.05, 0.1), seed=0, n_random: int
     stack = lambda ns, key: torch.stack([preds[n][key] for n in ns])
     drows = diagnostics_report({method: dict(xy=stack(objs, "xy"), weights=stack(objs, "weights"))}, [cams[n] for n in objs], k=K, seed=seed)
     rows = report(items, masks, preds={method: dict(xy=stack(names, "xy"), weights=stack(names, "weights"))}, k=K, alphas=alphas,
-                  seed=seed, n_random=RANDOM_DRAWS if n_random is None else n_random) if names else None
+                  seed=seed, n_random=RANDOM_DRAWS if n_random is None else n_random, reproject=True) if names else None
     out = Path(out) if out else run
     out.mkdir(parents=True, exist_ok=True)
     if rows: _bar_figure(rows, [f"PCK@{a:g}" for a in alphas], f"{run.name} on {Path(data).name}: {len(names)} objects", out / "report.png")

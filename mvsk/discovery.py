@@ -8,7 +8,7 @@ __all__ = ['RENAMED_LOSS_SETTINGS', 'OBJECTIVES', 'VIEW_LABELS', 'CSV_FIELDS', '
            'discovery_datasets', 'DiscoveryUnits', 'as_units', 'batch_units', 'view_maps_fn', 'run_config',
            'tokens_metadata', 'freeze_components', 'consistency_weight_at', 'same_rig', 'train_epoch', 'discovery_step',
            'object_mask', 'object_keypoints', 'write_keypoint_files', 'write_pictures', 'check_views',
-           'select_and_extract', 'discover', 'object_maps']
+           'select_and_extract', 'discovery_resume_state', 'discover', 'object_maps']
 
 # %% ../nbs/10_discovery.ipynb #adaf07df
 import csv, json, logging, os, platform, shutil, time
@@ -507,6 +507,16 @@ def _finish_discovery(model, units, cond, cfg: DiscoveryConfig, out_dir: Path, l
     log.info(f"done in {seconds['total']} s: {json.dumps(seconds)}; {len(written)} pictures")
     return {**result, "out_dir": out_dir, "seconds": seconds}
 
+# %% ../nbs/10_discovery.ipynb #dbae90c3
+def discovery_resume_state(out_dir, cfg: DiscoveryConfig, mmap: bool = False) -> dict:
+    "The checkpoint of out_dir that a discovery with `cfg` may resume from (ValueError naming the setting that may not change)."
+    state = resume_state(out_dir, cfg, DISCOVERY_MAY_CHANGE, mmap=mmap)
+    old = state["config"].get("object_background")
+    if state["step"] < cfg.steps and cfg.object_loss and old != cfg.object_background:
+        raise ValueError(f"resume: with object_loss the object_background shapes the training; finish the run with "
+                         f"{old!r}, then resume the finished run with {cfg.object_background!r}")
+    return state
+
 # %% ../nbs/10_discovery.ipynb #ced8eae3
 def discover(model, dataset, out_dir, cfg: DiscoveryConfig = None, resume: bool = False, overwrite: bool = False,
              model_id: str = None, callback=None, progress: bool = True, pictures: bool = True) -> dict:
@@ -517,10 +527,7 @@ def discover(model, dataset, out_dir, cfg: DiscoveryConfig = None, resume: bool 
     units = as_units(dataset)
     check_views(model, units)
     out_dir = Path(out_dir)
-    state = resume_state(out_dir, cfg, DISCOVERY_MAY_CHANGE) if resume else None
-    if state is not None and state["step"] < cfg.steps and cfg.object_loss and state["config"].get("object_background") != cfg.object_background:
-        raise ValueError(f"resume: with object_loss the object_background shapes the training; finish the run with "
-                         f"{state['config']['object_background']!r}, then resume the finished run with {cfg.object_background!r}")
+    state = discovery_resume_state(out_dir, cfg) if resume else None
     prepare_run_dir(out_dir, resume, overwrite)
     log = run_logger(out_dir)
     try:

@@ -19,7 +19,7 @@ from .grid import N_VIEWS
 from .cameras import Cameras, project
 from .keypoints import triangulate_keypoints
 from .data import VIEW_FILES, read_mask, _collate_keypoints
-from .maps import describe
+from .maps import describe, check_mask
 
 # %% ../nbs/15_eval.ipynb #37f25c51
 def stack_keypoints(keypoints: list) -> dict:
@@ -203,23 +203,19 @@ def coverage(pred_xy: torch.Tensor, gt: dict, match: torch.Tensor = None) -> tor
 def random_keypoints(batch: int, views: int, k: int, generator: torch.Generator = None, masks: torch.Tensor = None) -> torch.Tensor:
     "-> (batch, views, k, 2) normalised (x, y), uniform on the tile, or with `masks` (batch, views, H, W) bool uniform on the mask's pixels (pixel centres at (i + 0.5)/W, jittered within the pixel)."
     if masks is None: return torch.rand(batch, views, k, 2, generator=generator)
-    if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.shape[:2] == (batch, views) and masks.ndim == 4):
-        raise ValueError(f"masks must be bool (B={batch}, V={views}, H, W); got {describe(masks)}")
+    check_mask(masks, (batch, views, None, None), "masks", f"(B={batch}, V={views}, H, W)")
     H, W = masks.shape[-2:]
     flat = masks.flatten(-2).float()
-    if (flat.sum(-1) == 0).any(): raise ValueError(f"every mask needs an object pixel; empty (b, v): {(flat.sum(-1) == 0).nonzero().tolist()}")
     idx = torch.multinomial(flat.view(-1, H * W), k, replacement=True, generator=generator).view(batch, views, k)
     jitter = torch.rand(batch, views, k, 2, generator=generator)
     return torch.stack([(idx % W + jitter[..., 0]) / W, (idx // W + jitter[..., 1]) / H], -1)
 
 def centroid_keypoints(masks: torch.Tensor, k: int) -> torch.Tensor:
     "(B, V, H, W) bool masks -> (B, V, k, 2) the mask centroid of each view (normalised (x, y), pixel centres at (i + 0.5)/W), repeated k times."
-    if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.ndim == 4):
-        raise ValueError(f"masks must be bool (B, V, H, W); got {describe(masks)}")
+    check_mask(masks, (None,) * 4, "masks", "(B, V, H, W)")
     H, W = masks.shape[-2:]
     m = masks.float()
     n = m.sum((-2, -1))
-    if (n == 0).any(): raise ValueError(f"every mask needs an object pixel; empty (b, v): {(n == 0).nonzero().tolist()}")
     x = (m * ((torch.arange(W, device=m.device) + 0.5) / W)).sum((-2, -1)) / n
     y = (m * ((torch.arange(H, device=m.device) + 0.5) / H)[:, None]).sum((-2, -1)) / n
     return torch.stack([x, y], -1)[:, :, None].expand(*masks.shape[:2], k, 2).clone()
@@ -463,8 +459,8 @@ RANDOM_DRAWS = 30   # ours: draws behind each random floor of `mvsk eval`, the s
 
 def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.1), oracle_sigma: float = 0.005,
            seed: int = 0, label_key: str = "semantic", groups: list = None, test_frac: float = 1 / 3,
-           agree_threshold: float = 0.05, n_random: int = 1) -> list:
-    "B objects (`load_views` dicts with 'keypoints', 'cameras') + masks (B, 6, H, W) bool [+ preds: name -> (B, 6, K, 2) normalised (x, y) or {'xy', 'weights'}] -> list of row dicts: the methods, then oracle, random (tile), random (mask), random (mask) reprojected (each the mean of `n_random` draws), mask centroid, colour clusters."
+           agree_threshold: float = 0.05, n_random: int = 1, reproject: bool = False) -> list:
+    "B objects (`load_views` dicts with 'keypoints', 'cameras') + masks (B, 6, H, W) bool [+ preds: name -> (B, 6, K, 2) normalised (x, y) or {'xy', 'weights'}] -> list of row dicts: the methods (with `reproject`, each followed by its keypoints reprojected), then oracle, random (tile), random (mask), random (mask) reprojected (each the mean of `n_random` draws), mask centroid, colour clusters."
     if not isinstance(n_random, int) or isinstance(n_random, bool) or n_random < 1: raise ValueError(f"n_random must be a positive integer; got {n_random!r}")
     if not items or any("keypoints" not in it or "cameras" not in it for it in items):
         raise ValueError("items must be a non-empty list of load_views dicts with 'keypoints' and 'cameras'")
@@ -472,13 +468,15 @@ def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.
     cams = [it["cameras"] for it in items]
     B, V, N = gt["visible"].shape
     masks = torch.stack(list(masks)) if isinstance(masks, (list, tuple)) else masks
-    if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.ndim == 4 and masks.shape[:2] == (B, V)):
-        raise ValueError(f"masks must be bool (B={B}, V={V}, H, W); got {describe(masks)}")
+    check_mask(masks, (B, V, None, None), "masks", f"(B={B}, V={V}, H, W)")
     labels = gt[label_key]
     rows_in = {}
     for name, p in (preds or {}).items():
         xy, w = (p["xy"], p.get("weights")) if isinstance(p, dict) else (p, None)
         rows_in[name] = (xy, w)
+        if reproject:                                                                  # a keypoint in < 2 weighted views keeps its own
+            back = reprojected_keypoints(xy, cams, w)
+            rows_in[f"{name}, reprojected"] = (torch.where(back.isnan(), xy, back), None)
     g = torch.Generator().manual_seed(seed)
     union = _label_union(labels, gt)
     rows_in["oracle"] = (oracle_keypoints(gt, oracle_sigma, g, labels=labels),

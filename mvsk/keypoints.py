@@ -15,7 +15,7 @@ from .grid import N_VIEWS
 from .cameras import project, triangulate
 from .losses import (RandomAffine, rank_candidates, furthest_point_sampling,
                          _check_maps, _check_tokens, _take_tokens, _on_object)
-from .maps import describe, argmax_xy, soft_argmax_xy
+from .maps import describe, check_mask, argmax_xy, soft_argmax_xy
 
 # %% ../nbs/09_keypoints.ipynb #bf77b1ed
 def select_tokens(maps: torch.Tensor, k: int = 16, n_candidates: int = 25, method: str = "kl", sigma: float = None,
@@ -70,11 +70,8 @@ def extract_keypoints(images: torch.Tensor, maps_fn, tokens, n_augment: int = 10
     affine = RandomAffine() if affine is None else affine
     N, _, H, W = images.shape
     if mask is not None:
-        if not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == (N, H, W)):
-            raise ValueError(f"mask must be bool (N={N}, H={H}, W={W}) like the images; got {describe(mask)}")
-        if not mask.flatten(1).any(1).all():
-            raise ValueError(f"mask is empty in images {(~mask.flatten(1).any(1)).nonzero().flatten().tolist()}: nothing to look at there "
-                             f"(discovery: object_background=None looks everywhere)")
+        check_mask(mask, (N, H, W), "mask", f"(N={N}, H={H}, W={W}) like the images",
+                   " (discovery: object_background=None looks everywhere)")
         mask = mask[:, None].to(images.device, torch.float32)                   # (N, 1, H, W), warped with each augmentation
     total = cover = None
     thetas, argmaxes = [], []

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from .grid import N_VIEWS, views_to_grid
 from .cameras import angular_distance, project, triangulate
-from .maps import describe, argmax_xy, argmax_gaussian, soft_argmax_xy
+from .maps import describe, check_mask, argmax_xy, argmax_gaussian, soft_argmax_xy
 from fastcore.basics import patch
 
 # %% ../nbs/07_losses.ipynb #8cc08dd1
@@ -97,9 +97,8 @@ def _default_sigma(size: int, sigma_at_128: float = 2.0) -> float:
 def _on_object(maps: torch.Tensor, mask) -> torch.Tensor:
     "Detached (..., T, h, w) maps with -1 off the object, so that an argmax lands on it; `mask` (..., h, w) bool, None: as they are."
     if mask is None: return maps.detach()
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != maps.shape[:-3] + maps.shape[-2:]:
-        raise ValueError(f"mask must be bool {tuple(maps.shape[:-3] + maps.shape[-2:])} (the maps' shape without tokens); got {describe(mask)}")
-    if not mask.flatten(-2).any(-1).all(): raise ValueError("mask: a map has no object pixel (an empty view?)")
+    want = tuple(maps.shape[:-3] + maps.shape[-2:])
+    check_mask(mask, want, "mask", f"{want} (the maps' shape without tokens)")
     return maps.detach().masked_fill(~mask.to(maps.device)[..., None, :, :], -1.0)
 
 def _mask_cells(mask: torch.Tensor, r: int) -> torch.Tensor:

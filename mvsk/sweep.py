@@ -89,7 +89,8 @@ def sweep_model(model: str) -> str:
 def _tidy(rows: list, prefix: str = "") -> list:
     out = []
     for r in rows or []:
-        method = "mvsk" if r["method"].startswith("mvsk (") else r["method"]
+        m = r["method"]                                                             # "mvsk (RUN)[, reprojected]" -> "mvsk[, reprojected]"
+        method = "mvsk" + m[m.rindex(")") + 1:] if m.startswith("mvsk (") else m
         for k, v in r.items():
             if k in ("method", "K") or v is None or isinstance(v, str): continue
             out.append(dict(method=method, metric=prefix + k, value=float(v)))

@@ -19,6 +19,7 @@ from .attention import SKSettings, PassState, EarlyExit, install_processors, cro
 from .models import Zero123PlusComponents, encode_target_images, REFERENCE_LATENTS
 from fastcore.basics import patch
 from .losses import LossConfig, RandomAffine, integrated_loss, _mask_cells
+from .maps import check_mask
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 # %% ../nbs/08_unet.ipynb #aeb0a046
@@ -275,12 +276,7 @@ def plain_reference_attention(unet) -> dict:
 def _map_masks(object_mask, affine, target_imgs, r: int) -> tuple:
     "(B, 6, H, W) bool object mask of `target_imgs` -> ((B, 6, r, r), (B, 6, r, r)) on the maps' cells, as is and warped by `affine`."
     want = tuple(target_imgs.shape[:2]) + tuple(target_imgs.shape[-2:])
-    if not isinstance(object_mask, torch.Tensor) or object_mask.dtype != torch.bool or tuple(object_mask.shape) != want:
-        got = f"{object_mask.dtype} {tuple(object_mask.shape)}" if isinstance(object_mask, torch.Tensor) else type(object_mask).__name__
-        raise ValueError(f"object_mask must be bool {want} (the views' shape without channels); got {got}")
-    if not object_mask.flatten(-2).any(-1).all():
-        empty = [tuple(ix) for ix in (~object_mask.flatten(-2).any(-1)).nonzero().tolist()]
-        raise ValueError(f"object_mask: (object, view) {empty} hold no object pixel; a view must show the object")
+    check_mask(object_mask, want, "object_mask", f"{want} (the views' shape without channels)")
     m = object_mask.to(target_imgs.device)
     aug = _mask_cells(affine.apply(m[:, :, None].float())[:, :, 0] > 0.5, r)
     return _mask_cells(m, r), aug | ~aug.flatten(-2).any(-1)[..., None, None]     # an augmentation that lost the object: unmasked
