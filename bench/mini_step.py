@@ -6,6 +6,7 @@ in one process, and the same pair without attention at the top level (what that 
     .venv/bin/python bench/mini_step.py --threads 1 --repeats 5
     .venv/bin/python bench/mini_step.py --device cuda --repeats 10
     .venv/bin/python bench/mini_step.py --variants --repeats 7   # the training step's speed-ups, side by side
+    .venv/bin/python bench/mini_step.py --view-sizes 64 128      # the same steps on 64 px and 128 px views
 
 With --variants it times the mini model's training step (RefOnlyNoisedUNet, clean reference, AdamW) as
 `train_unet` runs it, against the same step with bfloat16 autocast, channels-last memory, a fused AdamW,
@@ -30,10 +31,10 @@ def unet_of(top_attention: bool):
     return UNet2DConditionModel.from_config(c)
 
 
-def step_seconds(net, ref: bool, batch: int, repeats: int, device: str = "cpu") -> float:
+def step_seconds(net, ref: bool, batch: int, repeats: int, device: str = "cpu", view_size: int = None) -> float:
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), 1e-4)
-    h = MINI_CONFIG["view_size"] // 4
+    h = (view_size or MINI_CONFIG["view_size"]) // 4
     g = torch.Generator().manual_seed(0)
     x, c = torch.randn(batch, 4, 3 * h, 2 * h, generator=g), torch.randn(batch, 4, h, h, generator=g)
     e, t = torch.randn(batch, 77, MINI_CONFIG["dim"], generator=g), torch.randint(0, 1000, (batch,), generator=g)
@@ -100,6 +101,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--variants", action="store_true", help="time the training step's speed-ups instead")
+    ap.add_argument("--view-sizes", type=int, nargs="+", default=[MINI_CONFIG["view_size"]], help="view sides in px (a 4x VAE latent)")
     a = ap.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     if a.variants:
@@ -111,16 +113,20 @@ def main():
         return
     from diffusers import DDPMScheduler, EulerAncestralDiscreteScheduler
     print(f"torch {torch.__version__}, {a.device}, {torch.get_num_threads()} threads, batch {a.batch}, median of {a.repeats}")
-    print("| UNet | parameters | plain diffusers (s/step) | RefOnlyNoisedUNet, clean reference (s/step) | ratio |")
-    print("|---|---|---|---|---|")
-    for top in (True, False):
-        unet = unet_of(top)
-        n = sum(p.numel() for p in unet.parameters()) / 1e6
-        plain = step_seconds(unet, False, a.batch, a.repeats, a.device)
-        net = RefOnlyNoisedUNet(unet, DDPMScheduler.from_config(SCHEDULER_CONFIG), EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG),
-                                n_tokens=1, reference_latent="clean").train()
-        ref = step_seconds(net, True, a.batch, a.repeats, a.device)
-        print(f"| mini{'' if top else ', no attention at the top level'} | {n:.2f} M | {plain:.3f} | {ref:.3f} | {ref / plain:.2f} |")
+    print("| UNet | view | parameters | plain diffusers (s/step) | RefOnlyNoisedUNet, clean reference (s/step) | ratio | vs the first view size |")
+    print("|---|---|---|---|---|---|---|")
+    first = {}
+    for S in a.view_sizes:
+        for top in (True, False):
+            unet = unet_of(top)
+            n = sum(p.numel() for p in unet.parameters()) / 1e6
+            plain = step_seconds(unet, False, a.batch, a.repeats, a.device, S)
+            net = RefOnlyNoisedUNet(unet, DDPMScheduler.from_config(SCHEDULER_CONFIG), EulerAncestralDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+                                    n_tokens=1, reference_latent="clean").train()
+            ref = step_seconds(net, True, a.batch, a.repeats, a.device, S)
+            first.setdefault(top, ref)
+            print(f"| mini{'' if top else ', no attention at the top level'} | {S} px | {n:.2f} M | {plain:.3f} | {ref:.3f} | "
+                  f"{ref / plain:.2f} | {ref / first[top]:.2f}x |")
 
 
 if __name__ == "__main__":

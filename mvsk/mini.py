@@ -10,7 +10,7 @@ __all__ = ['HISTORY_FIELDS', 'EVAL_FIELDS', 'MINI_SK_LAYERS', 'MiniConfig', 'ren
 
 # %% ../nbs/17_mini.ipynb #a1746c4a
 import csv, json, math, time, shutil
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .grid import N_VIEWS, grid_to_views
-from .models import (MINI_CONFIG, GRAY, build_components, write_components, load_zero123plus, scale_image,
+from .models import (MINI_CONFIG, GRAY, build_components, write_components, load_zero123plus, scale_image, _preprocessors,
                          encode_condition_image, global_embeddings, empty_prompt_embeddings, encode_target_images,
                          mini_zero123plus)
 from .data import MultiViewDataset, foreground
@@ -35,7 +35,8 @@ class MiniConfig:
     color_seed: int = 0              # ours: the link colours every object shares
     n_train: int = 800               # ours: rendered objects for training (yaw and joint pose vary)
     n_test: int = 40                 # ours: held-out objects, from their own seed
-    render_size: int = 128           # ours: rendered at 128 px, resized with antialiasing to the model's 64 px views
+    render_size: int = 128           # ours: rendered at 128 px, resized with antialiasing to the model's views
+    view_size: int = 64              # ours: 64 px views, a 16x16 latent per view (128 px: 32x32, about 8x the CPU step)
     data_seed: int = 0               # ours: training objects use it, held-out objects data_seed + 1
     vae_steps: int = 300             # ours: about 10 minutes on 2 cores
     vae_batch: int = 32              # ours
@@ -56,11 +57,18 @@ class MiniConfig:
 
     def __post_init__(self):
         for k in ("n_train", "n_test", "vae_steps", "vae_batch", "steps", "batch_size", "checkpoint_every", "eval_every",
-                  "eval_objects", "render_size"):
+                  "eval_objects", "render_size", "view_size"):
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{k} must be a positive integer; got {v!r}")
         if not 0 <= self.cond_dropout < 1: raise ValueError(f"cond_dropout must be in [0, 1); got {self.cond_dropout}")
         if not 0 <= self.ema_decay < 1: raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay}")
+        if self.view_size % 32: raise ValueError(f"view_size must be a multiple of 32 (a 4x VAE, then three 2x UNet levels); got {self.view_size}")
+        if self.render_size < self.view_size:
+            raise ValueError(f"render_size ({self.render_size}) must be at least view_size ({self.view_size}): views are resized down, never up")
+
+    def components(self) -> dict:
+        "The component sizes: `MINI_CONFIG` at this recipe's view size."
+        return {**MINI_CONFIG, "view_size": self.view_size}
 
     def to_dict(self) -> dict: return asdict(self)
 
@@ -203,7 +211,7 @@ def _resume_unet(ck: Path, cfg: MiniConfig, unet, ema, opt, g: torch.Generator, 
     "Load train_unet's checkpoint into the UNet, the EMA, AdamW and the generators; trim the CSVs to it -> (step, history)."
     state = torch.load(ck, map_location="cpu", weights_only=False)
     fixed = {k: v for k, v in cfg.to_dict().items() if k not in ("steps", "checkpoint_every", "eval_every")}
-    old = {k: v for k, v in state["config"].items() if k in fixed}
+    old = {k: state["config"].get(k, getattr(MiniConfig(), k)) for k in fixed}      # a setting added since: its default
     if old != fixed:
         diff = sorted(k for k in fixed if old.get(k) != fixed[k])
         raise ValueError(f"resume: the checkpoint was made with other settings ({', '.join(diff)}); only steps, checkpoint_every and eval_every may change")
@@ -327,17 +335,24 @@ def export_mini(comp, unet, dest, cfg: MiniConfig = None, card: str = "", extra:
     nets["unet"] = copy.deepcopy(unet).to(dtype)
     parts = dict(nets, tokenizer=comp.tokenizer, feature_extractor_clip=comp.feature_extractor_clip,
                  feature_extractor_vae=comp.feature_extractor_vae)
-    meta = dict(format="mvsk-mini-1", components=MINI_CONFIG, recipe=cfg.to_dict(), render_args=cfg.render_args(), **(extra or {}))
+    meta = dict(format="mvsk-mini-1", components=cfg.components(), recipe=cfg.to_dict(), render_args=cfg.render_args(), **(extra or {}))
     files = {"mvsk_mini.json": json.loads(json.dumps(meta))}
     if card: files["README.md"] = card
     return write_components(parts, dest, reference_latent=cfg.reference_latent, files=files, sk_layers=sk_layers)
 
 # %% ../nbs/17_mini.ipynb #99cc3366
+def _at_view_size(comp, S: int):
+    "`comp` reading views of S px: its VAE preprocessor at S (the VAE and the UNet are convolutions and attention, any size fits)."
+    if comp.view_size == S: return comp
+    comp.vae.register_to_config(sample_size=S)
+    comp.unet.register_to_config(sample_size=S // 2 ** (len(comp.vae.config.block_out_channels) - 1))
+    return replace(comp, feature_extractor_vae=_preprocessors(S)["feature_extractor_vae"])
+
 def _init_components(out: Path, cfg: MiniConfig, train: dict, init: str, progress: bool):
     "The model training starts from, on the CPU: the shipped model, or a new one (random UNet, the VAE trained here)."
-    if init == "shipped": return load_zero123plus(mini_zero123plus())
+    if init == "shipped": return _at_view_size(load_zero123plus(mini_zero123plus()), cfg.view_size)
     vae_dir = out / "vae"
-    parts = build_components(cfg.seed, MINI_CONFIG)
+    parts = build_components(cfg.seed, cfg.components())
     if (vae_dir / "config.json").is_file():
         from diffusers import AutoencoderKL
         parts["vae"] = AutoencoderKL.from_pretrained(vae_dir)
@@ -360,12 +375,16 @@ def regenerate_mini(out, cfg: MiniConfig = None, resume: bool = True, init: str 
     if not (resume and (out / "config.json").is_file()):                 # a resume keeps the record its checkpoint must match
         (out / "config.json").write_text(json.dumps(dict(cfg.to_dict(), init=init), indent=2))
     folders = render_mini_data(out / "data", cfg, workers, progress)
-    train, test = load_split(folders["train"]), load_split(folders["test"])
+    train, test = load_split(folders["train"], cfg.view_size), load_split(folders["test"], cfg.view_size)
     comp = _init_components(out, cfg, train, init, progress)
     cache = out / "encoded.pt"
     if cache.is_file():
         data = torch.load(cache, weights_only=True)
         if "encoder_hidden_states" not in data: raise ValueError(f"{cache} was encoded by an older mvsk; delete it to encode again")
+        h = cfg.view_size // 4
+        if tuple(data["x0"].shape[-2:]) != (3 * h, 2 * h):
+            raise ValueError(f"{cache} holds latents of {tuple(data['x0'].shape[-2:])}, not {(3 * h, 2 * h)} for {cfg.view_size} px views: "
+                             f"another recipe's; use another --out")
     else: data = encode_split(comp, train, cfg.seed, progress=progress); torch.save(data, cache)
     if dev.type != "cpu": comp.to(dev)                                   # encoded on the CPU, trained there
     t0 = time.time()
@@ -383,14 +402,14 @@ def regenerate_mini(out, cfg: MiniConfig = None, resume: bool = True, init: str 
 def regenerate_command(meta: dict) -> str:
     "The `mvsk mini` command that makes the model of `mvsk_mini.json` contents `meta` (the flags that differ from the defaults)."
     r, d = meta["recipe"], MiniConfig()
-    flags = [f"--steps {meta['steps']}"] + [f"--{k.replace('_', '-')} {r[k]}" for k in ("robot", "batch_size", "seed", "n_train", "n_test")
-                                          if r[k] != getattr(d, k)]
+    flags = [f"--steps {meta['steps']}"] + [f"--{k.replace('_', '-')} {r[k]}" for k in ("robot", "batch_size", "seed", "n_train", "n_test", "view_size")
+                                          if r.get(k, getattr(d, k)) != getattr(d, k)]
     if meta.get("init", "scratch") != "scratch": flags.append(f"--init {meta['init']}")
     return "mvsk mini --out DIR " + " ".join(flags)
 
 def model_card(meta: dict, scores: list) -> str:
     "A markdown model card from the export's `mvsk_mini.json` contents and `score_model`'s rows."
-    r = meta["recipe"]
+    r, c = meta["recipe"], meta["components"]
     rows = "\n".join(f"| {s['method']} | {s['psnr']:.2f} ± {s['psnr_se']:.2f} | {s['ssim']:.3f} ± {s['ssim_se']:.3f} | "
                      f"{s['fg_iou']:.3f} ± {s['fg_iou_se']:.3f} |" for s in scores)
     return f"""# mvsk-mini
@@ -399,9 +418,9 @@ A small Zero123++ (same components, same loader as the real weights) trained fro
 renders, so that mvsk's workbook shows its method on a trained model on a CPU. Not a general novel-view model:
 it knows one robot ({r['robot']}, fixed colours) on a gray background.
 
-- **Components**: `AutoencoderKL` (4x down, {MINI_CONFIG['vae_channels']}), `UNet2DConditionModel` (SD2 layout,
-  {MINI_CONFIG['unet_channels']}, cross-attention dim {MINI_CONFIG['dim']}), 2-layer CLIP text and vision
-  encoders (random, frozen), Zero123++'s schedulers and ramp; views of {MINI_CONFIG['view_size']} px.
+- **Components**: `AutoencoderKL` (4x down, {c['vae_channels']}), `UNet2DConditionModel` (SD2 layout,
+  {c['unet_channels']}, cross-attention dim {c['dim']}), 2-layer CLIP text and vision
+  encoders (random, frozen), Zero123++'s schedulers and ramp; views of {c['view_size']} px.
 - **Condition path**: the condition pass reads the clean condition latent at t = 0 (`mvsk_reference_latent`).
 - **Keypoint pass**: reads `up_blocks.2.attentions.0`, `up_blocks.2.attentions.1` (8×8) and `up_blocks.3.attentions.0`
   (16×16) by default (`mvsk_sk_layers`), the layers `mvsk probe` found to carry the robot's parts best.
@@ -415,7 +434,7 @@ it knows one robot ({r['robot']}, fixed colours) on a gray background.
 - **Trained on**: {meta.get('machine', 'unknown')}; {meta.get('hours', '?')} hours.
 - **Regenerate**: `{regenerate_command(meta)}` (resumable with `--resume`).
 
-## Novel views on the held-out objects (64 px, Euler-ancestral, mean ± standard error over objects)
+## Novel views on the held-out objects ({c['view_size']} px, Euler-ancestral, mean ± standard error over objects)
 
 | method | PSNR | SSIM | foreground IoU |
 |---|---|---|---|
@@ -481,11 +500,14 @@ def mini_main(argv=None):
                     help="start from random weights and a new VAE (default) or from the shipped mini model")
     ap.add_argument("--workers", type=int, default=2, help="render processes (default 2)")
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help=f"grids per UNet step (default {d.batch_size}; a GPU takes 64 for little more time)")
+    ap.add_argument("--view-size", type=int, default=d.view_size, help=f"view side in px (default {d.view_size}; a multiple of 32, "
+                    f"at most the render size {d.render_size}); with --init shipped the shipped weights read views of this size")
     ap.add_argument("--device", default="cpu", help="where the UNet trains (default cpu; e.g. cuda)")
     ap.add_argument("--max-seconds", type=float, default=None, help="stop the UNet's training after this long, checkpointed (--resume continues)")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     a = ap.parse_args(argv)
-    cfg = MiniConfig(steps=a.steps, n_train=a.n_train, n_test=a.n_test, seed=a.seed, robot=a.robot, batch_size=a.batch_size)
+    cfg = MiniConfig(steps=a.steps, n_train=a.n_train, n_test=a.n_test, seed=a.seed, robot=a.robot, batch_size=a.batch_size,
+                     view_size=a.view_size)
     res = regenerate_mini(a.out, cfg, resume=a.resume, init=a.init, workers=a.workers, progress=not a.no_progress,
                           device=a.device, max_seconds=a.max_seconds)
     print(f"wrote {res['model']}")
