@@ -2,7 +2,7 @@
 # The GPU check, one command for a short loan of a GPU (about 8 minutes on one): the device tests on CUDA (discovery,
 # extraction, training, generation with every strategy, evaluation; fp32 and a half-precision UNet; the SD2-size
 # keypoint pass), then the SD2-size figures of bench/ (one object's sk_step peak memory at StableKeypoints' settings
-# in fp16/bf16/fp32, the keypoint pass against its floor, generation per strategy, the mini model's training step),
+# in fp16/bf16/fp32, the keypoint pass against its floor, generation per strategy, the mini model's training step at 64 and 128 px),
 # written to one report. Each part has a time cap, so a slow part costs its cap and the report still comes back.
 #   make gpu-check                              # report: outputs/gpu-check.md
 #   PY=python3 bash bench/gpu.sh REPORT.md      # with another Python (mvsk importable, e.g. PYTHONPATH=.)
@@ -31,7 +31,7 @@ part() { local cap=$1 name=$2; shift 2; echo; echo "## $name"; echo '```'; timeo
     $PY bench/sk_pass.py --configs sd2 --device cuda --dtype bfloat16 --repeats 3
   part 50 "generation per strategy, SD2-size UNet (random weights), bfloat16" \
     $PY bench/generate.py --configs sd2 --device cuda --dtype bfloat16 --repeats 3
-  part 30 "the mini model's training step (batch 8), fp32" $PY bench/mini_step.py --device cuda --repeats 10
+  part 60 "the mini model's training step (batch 8), fp32, 64 px and 128 px views" $PY bench/mini_step.py --device cuda --repeats 10 --view-sizes 64 128
 } 2>&1 | tee "$REPORT"
 if [ -s "$FAILED" ]; then echo "failed parts (the report has their output):" >&2; cat "$FAILED" >&2; rm -f "$FAILED"; exit 1; fi
 rm -f "$FAILED"

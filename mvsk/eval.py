@@ -475,8 +475,10 @@ def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.
         xy, w = (p["xy"], p.get("weights")) if isinstance(p, dict) else (p, None)
         rows_in[name] = (xy, w)
         if reproject:                                                                  # a keypoint in < 2 weighted views keeps its own
-            back = reprojected_keypoints(xy, cams, w)
-            rows_in[f"{name}, reprojected"] = (torch.where(back.isnan(), xy, back), None)
+            back = reprojected_keypoints(xy, cams, w)                                  # (and its weights); the others count in every view
+            kept = back.isnan().any(-1)
+            rows_in[f"{name}, reprojected"] = (torch.where(kept[..., None], xy, back),
+                                               None if w is None else torch.where(kept, w, torch.ones_like(w)))
     g = torch.Generator().manual_seed(seed)
     union = _label_union(labels, gt)
     rows_in["oracle"] = (oracle_keypoints(gt, oracle_sigma, g, labels=labels),

@@ -28,8 +28,10 @@ def check_mask(mask, shape: tuple, name: str = "mask", expected: str = None, hin
         raise ValueError(f"{name} must be bool {expected}; got {got}")
     empty = ~mask.flatten(-2).any(-1)
     if empty.any():
-        where = [ix[0] if len(ix) == 1 else tuple(ix) for ix in empty.nonzero().tolist()] if mask.ndim > 2 else []
-        raise ValueError(f"{name} has no object pixel{f' at {where}' if where else ''}: a view must show the object{hint}")
+        idx = empty.nonzero().tolist() if mask.ndim > 2 else []
+        where = [ix[0] if len(ix) == 1 else tuple(ix) for ix in idx[:10]]
+        more = f" and {len(idx) - 10} more" if len(idx) > 10 else ""
+        raise ValueError(f"{name} has no object pixel{f' at {where}{more}' if where else ''}: a view must show the object{hint}")
     return mask
 
 # %% ../nbs/01_maps.ipynb #5e2d3229

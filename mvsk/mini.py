@@ -342,11 +342,13 @@ def export_mini(comp, unet, dest, cfg: MiniConfig = None, card: str = "", extra:
 
 # %% ../nbs/17_mini.ipynb #99cc3366
 def _at_view_size(comp, S: int):
-    "`comp` reading views of S px: its VAE preprocessor at S (the VAE and the UNet are convolutions and attention, any size fits)."
+    "A copy of `comp` reading views of S px: its VAE preprocessor at S (the VAE and the UNet are convolutions and attention, any size fits); `comp` is left as it was."
+    import copy
     if comp.view_size == S: return comp
-    comp.vae.register_to_config(sample_size=S)
-    comp.unet.register_to_config(sample_size=S // 2 ** (len(comp.vae.config.block_out_channels) - 1))
-    return replace(comp, feature_extractor_vae=_preprocessors(S)["feature_extractor_vae"])
+    vae, unet = copy.deepcopy(comp.vae), copy.deepcopy(comp.unet)
+    vae.register_to_config(sample_size=S)
+    unet.register_to_config(sample_size=S // 2 ** (len(vae.config.block_out_channels) - 1))
+    return replace(comp, vae=vae, unet=unet, feature_extractor_vae=_preprocessors(S)["feature_extractor_vae"])
 
 def _init_components(out: Path, cfg: MiniConfig, train: dict, init: str, progress: bool):
     "The model training starts from, on the CPU: the shipped model, or a new one (random UNet, the VAE trained here)."
@@ -372,6 +374,9 @@ def regenerate_mini(out, cfg: MiniConfig = None, resume: bool = True, init: str 
     if dev.type == "cuda" and not torch.cuda.is_available(): raise ValueError(f"device {device!r}: this torch sees no CUDA device")
     if max_seconds is not None and not max_seconds >= 0: raise ValueError(f"max_seconds must be None or >= 0; got {max_seconds!r}")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    if (out / "config.json").is_file():                                  # its VAE, data cache and checkpoint are of that size
+        made = json.loads((out / "config.json").read_text()).get("view_size", MiniConfig().view_size)
+        if made != cfg.view_size: raise ValueError(f"{out} holds a run at {made} px views; view_size {cfg.view_size} needs another --out")
     if not (resume and (out / "config.json").is_file()):                 # a resume keeps the record its checkpoint must match
         (out / "config.json").write_text(json.dumps(dict(cfg.to_dict(), init=init), indent=2))
     folders = render_mini_data(out / "data", cfg, workers, progress)
