@@ -211,7 +211,8 @@ def _resume_unet(ck: Path, cfg: MiniConfig, unet, ema, opt, g: torch.Generator, 
     "Load train_unet's checkpoint into the UNet, the EMA, AdamW and the generators; trim the CSVs to it -> (step, history)."
     state = torch.load(ck, map_location="cpu", weights_only=False)
     fixed = {k: v for k, v in cfg.to_dict().items() if k not in ("steps", "checkpoint_every", "eval_every")}
-    old = {k: state["config"].get(k, getattr(MiniConfig(), k)) for k in fixed}      # a setting added since: its default
+    default = MiniConfig().to_dict()
+    old = {k: state["config"].get(k, default[k]) for k in fixed}                    # a setting added since: its default
     if old != fixed:
         diff = sorted(k for k in fixed if old.get(k) != fixed[k])
         raise ValueError(f"resume: the checkpoint was made with other settings ({', '.join(diff)}); only steps, checkpoint_every and eval_every may change")
@@ -347,7 +348,7 @@ def _at_view_size(comp, S: int):
     if comp.view_size == S: return comp
     vae, unet = copy.deepcopy(comp.vae), copy.deepcopy(comp.unet)
     vae.register_to_config(sample_size=S)
-    unet.register_to_config(sample_size=S // 2 ** (len(vae.config.block_out_channels) - 1))
+    unet.register_to_config(sample_size=comp.latent_size(S))
     return replace(comp, vae=vae, unet=unet, feature_extractor_vae=_preprocessors(S)["feature_extractor_vae"])
 
 def _init_components(out: Path, cfg: MiniConfig, train: dict, init: str, progress: bool):
@@ -386,7 +387,7 @@ def regenerate_mini(out, cfg: MiniConfig = None, resume: bool = True, init: str 
     if cache.is_file():
         data = torch.load(cache, weights_only=True)
         if "encoder_hidden_states" not in data: raise ValueError(f"{cache} was encoded by an older mvsk; delete it to encode again")
-        h = cfg.view_size // 4
+        h = comp.latent_size(cfg.view_size)
         if tuple(data["x0"].shape[-2:]) != (3 * h, 2 * h):
             raise ValueError(f"{cache} holds latents of {tuple(data['x0'].shape[-2:])}, not {(3 * h, 2 * h)} for {cfg.view_size} px views: "
                              f"another recipe's; use another --out")

@@ -107,6 +107,11 @@ def to(self: Zero123PlusComponents, device=None, dtype=None):
     self.ramping_coefficients = self.ramping_coefficients.to(device=device)
     return self
 
+@patch
+def latent_size(self: Zero123PlusComponents, view_size: int = None) -> int:
+    "Side of one view's latent at `view_size` px (default: the model's): the VAE downsamples by 2 at each level but its last."
+    return (self.view_size if view_size is None else view_size) // 2 ** (len(self.vae.config.block_out_channels) - 1)
+
 # %% ../nbs/05_models.ipynb #8e2319f2
 def resolve_model_path(path_or_repo_id, revision: str = None, local_files_only: bool = None) -> Path:
     "A folder in the Zero123++ hub layout: `path_or_repo_id` itself, or its hub snapshot (cache only when offline)."

@@ -313,7 +313,7 @@ def keypoints_main(argv=None):
     return results
 
 # %% ../nbs/19_picture.ipynb #f17e41dc
-def regenerate_mini_tokens(work="runs/mini_tokens", dest=None, n_objects: int = 32, steps: int = None, progress: bool = True) -> Path:
+def regenerate_mini_tokens(work="outputs/mini_tokens", dest=None, n_objects: int = 32, steps: int = None, progress: bool = True) -> Path:
     "Render the mini model's first `n_objects` training objects, discover tokens on them (the model's defaults; `steps`: its 100), write `dest` (default: the shipped asset)."
     from mvsk.models import mini_zero123plus
     from mvsk.render import render_dataset

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PROBE_TIMESTEPS', 'PROBE_ALPHAS', 'PROBE_FIELDS', 'READOUT_FIELDS', 'pixel_centres', 'sample_features', 'nearest_xy',
-           'match_pairs', 'grid_ceiling', 'chance_pck', 'attn2_inputs', 'latent_size', 'unet_features', 'rgb_features',
+           'match_pairs', 'grid_ceiling', 'chance_pck', 'attn2_inputs', 'unet_features', 'rgb_features',
            'random_weights', 'link_labels', 'object_cells', 'cell_features', 'readout_accuracy', 'probe', 'probe_table',
            'probe_figure', 'readout_table', 'write_probe', 'probe_main']
 
@@ -115,10 +115,6 @@ def attn2_inputs(unet, layers):
     finally:
         for h in handles: h.remove()
 
-def latent_size(comp, view_size: int) -> int:
-    "Side of one view's latent: the view size over the VAE's downsampling (2 ** (levels - 1))."
-    return view_size // 2 ** (len(comp.vae.config.block_out_channels) - 1)
-
 @torch.no_grad()
 def unet_features(net: RefOnlyNoisedUNet, cond: torch.Tensor, views: torch.Tensor, timestep: int, layers, generator=None,
                   reference: bool = True, context: str = "replace") -> dict:
@@ -131,7 +127,7 @@ def unet_features(net: RefOnlyNoisedUNet, cond: torch.Tensor, views: torch.Tenso
     with attn2_inputs(net.unet, order) as got:
         net.forward_sk(views[None], cond_lat, ehs, timestep=timestep, generator=generator, layers=(order[-1],), map_res=1,
                        reference=reference, context=context, early_exit=True)
-    n = latent_size(comp, views.shape[-1])
+    n = comp.latent_size(views.shape[-1])
     out = {}
     for l in order:
         hs = got[l]
