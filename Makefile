@@ -25,9 +25,10 @@ demo: install
 	$(VENV)/bin/mvsk demo --out outputs/demo
 
 # Fails when the notebooks and the exported package disagree, then runs every test, two at a time (each one
-# keeps about one core busy; the cached tiny models are written under a file lock).
+# keeps about one core busy; the cached tiny models are written under a file lock). One torch thread per worker
+# (and per process it starts), so that the two workers do not share two cores four ways.
 test: install clean-check
-	$(PY) -m pytest -n 2 tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 tests
 
 clean-check:
 	@before=$$(find nbs mvsk -type f -not -path '*__pycache__*' | sort | xargs md5sum); \
