@@ -186,7 +186,7 @@ def _sample(model, rgb, cfg, strategy, guided, emb, sel, gates, generator, progr
     enc, cond, encoder_hidden_states, cond_lat = _conditioning(model, rgb, cfg, g)
     sched = model.val_sched
     sched.set_timesteps(cfg.num_inference_steps, device=device)
-    h = comp.view_size // 2 ** (len(comp.vae.config.block_out_channels) - 1)
+    h = comp.latent_size()
     latents = torch.randn((B, comp.unet.config.in_channels, 3 * h, 2 * h), generator=g, device=device, dtype=model.dtype)
     latents = latents * sched.init_noise_sigma
     fusion = KeypointFusion(strategy, emb[sel] if guided else None, strength=cfg.strength, gates=gates, eps=cfg.eps,
