@@ -277,7 +277,7 @@ def _bar_figure(rows, cols, title, path):
 
 # %% ../nbs/18_commands.ipynb #f3844269
 def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) -> str:
-    "report.md of `eval_cmd`: the diagnostics table, the ground-truth table when there is one, and what each column means."
+    "report.md of `eval_cmd`: the diagnostics table, the ground-truth table when there is one (and its PCK by part, where rows have it), and what each column means."
     from mvsk.eval import to_markdown
     md = [f"# mvsk eval: {run.name}", "", "## Without ground truth", "",
           f"All {len(objs)} objects of the run ({', '.join(objs)}), the six target views of frame 0, each weighted by its "
@@ -287,8 +287,9 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
           "share of (object, view, keypoint) with positive weight. Sanity rows: 3D-consistent points (projections of random 3D "
           "points in the object's sphere) = ceiling; random (tile) = floor.", ""]
     if rows:
+        parts = [c for c in rows[0] if c.startswith("PCK@") and " " in c]               # report(by_part=True): 'PCK@0.1 hip', ...
         md += ["## With ground truth", "", f"Data: `{data}` ({len(names)} objects with ground truth: {', '.join(names)}).", "",
-               to_markdown(rows), "",
+               to_markdown([{c: v for c, v in r.items() if c not in parts} for r in rows]), "",
                "PCK@a: matched keypoints within a*tile of the ground truth, over visible views (Hungarian matching on the mean "
                "2D distance); MV-PCK: within a in every view where visible; coverage: matched share of the ground truth; "
                "3D err: triangulated error in world units (object radius 0.5); SK reg err: StableKeypoints' linear regressor "
@@ -298,13 +299,17 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
                "oracle (ground truth + noise) ~ perfect; random and mask centroid = floor; random (mask), reprojected = the same random "
                "points made to agree across views (triangulated, projected back), the floor for keypoints that agree; colour "
                "clusters = what colour alone finds.", ""]
+        if parts:
+            md += ["### PCK by part", "", to_markdown([{"method": r["method"], **{c: r[c] for c in parts}} for r in rows]), "",
+                   "Each part pools its labels over the robot's sides (FR_hip, FL_hip, ... -> hip): PCK over the visible "
+                   "instances of the part that were matched, as in the table above; NaN where none was.", ""]
     elif data is not None: md += [f"`{data}` holds no ground truth (keypoints.json) for the run's objects.", ""]
     md += ["![report](report.png)", ""]
     return "\n".join(md)
 
 # %% ../nbs/18_commands.ipynb #5e5a0d6e
-def eval_cmd(run, data=None, out=None, alphas=(0.05, 0.1), seed=0, n_random: int = None) -> dict:
-    "Score a run without ground truth (and against `data`'s, where it has some; random floors: the mean of `n_random` draws, default `RANDOM_DRAWS`); write report.md + report.png -> {'diagnostics', 'ground_truth' (rows or None), 'scored'}."
+def eval_cmd(run, data=None, out=None, alphas=(0.05, 0.1), seed=0, n_random: int = None, by_part: bool = False) -> dict:
+    "Score a run without ground truth (and against `data`'s, where it has some; random floors: the mean of `n_random` draws, default `RANDOM_DRAWS`; `by_part`: PCK per part too); write report.md + report.png -> {'diagnostics', 'ground_truth' (rows or None), 'scored'}."
     from mvsk.data import load_views
     from mvsk.eval import report, read_view_masks, diagnostics_report, RANDOM_DRAWS
     run = Path(run)
@@ -321,7 +326,7 @@ def eval_cmd(run, data=None, out=None, alphas=(0.05, 0.1), seed=0, n_random: int
     stack = lambda ns, key: torch.stack([preds[n][key] for n in ns])
     drows = diagnostics_report({method: dict(xy=stack(objs, "xy"), weights=stack(objs, "weights"))}, [cams[n] for n in objs], k=K, seed=seed)
     rows = report(items, masks, preds={method: dict(xy=stack(names, "xy"), weights=stack(names, "weights"))}, k=K, alphas=alphas,
-                  seed=seed, n_random=RANDOM_DRAWS if n_random is None else n_random, reproject=True) if names else None
+                  seed=seed, n_random=RANDOM_DRAWS if n_random is None else n_random, reproject=True, by_part=by_part) if names else None
     out = Path(out) if out else run
     out.mkdir(parents=True, exist_ok=True)
     if rows: _bar_figure(rows, [f"PCK@{a:g}" for a in alphas], f"{run.name} on {Path(data).name}: {len(names)} objects", out / "report.png")

@@ -107,7 +107,7 @@ def seconds_per_step(run) -> float:
 def discovery_rows(run, data) -> list:
     "A finished discovery run + its dataset -> tidy rows {method, metric, value} (ground-truth and diagnostic scores, seconds per step)."
     run = Path(run)
-    rep = eval_cmd(run, data)
+    rep = eval_cmd(run, data, by_part=True)
     return _tidy(rep["ground_truth"]) + _tidy(rep["diagnostics"], "diag ") + [dict(method="mvsk", metric="s/step", value=seconds_per_step(run))]
 
 # %% ../nbs/20_sweep.ipynb #6fd9700d
