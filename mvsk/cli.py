@@ -123,7 +123,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", help="dataset with ground truth (keypoints.json per object, e.g. data/sample); without it, diagnostics only")
     ap.add_argument("--out", help="where to write the report (default: the run directory)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random baselines and the object split")
-    ap.add_argument("--by-part", action="store_true", help="with --data, also PCK@0.1 per part (FR_hip, FL_hip, ... pooled as hip)")
+    ap.add_argument("--by-part", action="store_true", help="with --data, also PCK@0.1 and found@0.1 per part (FR_hip, FL_hip, ... pooled as hip)")
     ap.add_argument("--strategies", help="also compare these fusion strategies (comma-separated, e.g. none,concat,spatial) "
                     "by generating each object of --data with the run's keypoints; " + _STRATEGIES_HELP)
     ap.add_argument("--model", help=MODEL_HELP + "; default: the run's")

@@ -277,7 +277,7 @@ def _bar_figure(rows, cols, title, path):
 
 # %% ../nbs/18_commands.ipynb #f3844269
 def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) -> str:
-    "report.md of `eval_cmd`: the diagnostics table, the ground-truth table when there is one (and its PCK by part, where rows have it), and what each column means."
+    "report.md of `eval_cmd`: the diagnostics table, the ground-truth table when there is one (and its scores by part, where rows have them), and what each column means."
     from mvsk.eval import to_markdown
     md = [f"# mvsk eval: {run.name}", "", "## Without ground truth", "",
           f"All {len(objs)} objects of the run ({', '.join(objs)}), the six target views of frame 0, each weighted by its "
@@ -287,7 +287,7 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
           "share of (object, view, keypoint) with positive weight. Sanity rows: 3D-consistent points (projections of random 3D "
           "points in the object's sphere) = ceiling; random (tile) = floor.", ""]
     if rows:
-        parts = [c for c in rows[0] if c.startswith("PCK@") and " " in c]               # report(by_part=True): 'PCK@0.1 hip', ...
+        parts = [c for c in rows[0] if c.startswith(("PCK@", "found@")) and " " in c]   # report(by_part=True): 'PCK@0.1 hip', ...
         md += ["## With ground truth", "", f"Data: `{data}` ({len(names)} objects with ground truth: {', '.join(names)}).", "",
                to_markdown([{c: v for c, v in r.items() if c not in parts} for r in rows]), "",
                "PCK@a: matched keypoints within a*tile of the ground truth, over visible views (Hungarian matching on the mean "
@@ -300,9 +300,10 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
                "points made to agree across views (triangulated, projected back), the floor for keypoints that agree; colour "
                "clusters = what colour alone finds.", ""]
         if parts:
-            md += ["### PCK by part", "", to_markdown([{"method": r["method"], **{c: r[c] for c in parts}} for r in rows]), "",
-                   "Each part pools its labels over the robot's sides (FR_hip, FL_hip, ... -> hip): PCK over the visible "
-                   "instances of the part that were matched, as in the table above; NaN where none was.", ""]
+            md += ["### By part", "", to_markdown([{"method": r["method"], **{c: r[c] for c in parts}} for r in rows]), "",
+                   "Each part pools its labels over the robot's sides (FR_hip, FL_hip, ... -> hip). PCK: over the part's "
+                   "visible instances that were matched, as in the table above (NaN where none was); found: the share of "
+                   "all its visible instances whose matched keypoint is within a (unmatched: not found).", ""]
     elif data is not None: md += [f"`{data}` holds no ground truth (keypoints.json) for the run's objects.", ""]
     md += ["![report](report.png)", ""]
     return "\n".join(md)

@@ -208,15 +208,16 @@ def part_of(label: str) -> str:
     return rest if rest and head in SIDES else label
 
 def pck_by_part(pred_xy: torch.Tensor, gt: dict, labels: list, alpha: float = 0.1, match: torch.Tensor = None, part=part_of) -> dict:
-    "(B, 6, K, 2) discovered + gt + labels (B lists, one per gt keypoint in order) -> {part: (PCK@alpha, instances scored)}, parts in first-seen order; NaN where none was scored."
+    "(B, 6, K, 2) discovered + gt + labels (B lists, one per gt keypoint in order) -> {part: {'pck', 'found', 'scored', 'visible'}}, parts in first-seen order: PCK@alpha over the part's visible matched instances ('scored' of them) and the share of all its 'visible' instances found within alpha; NaN where there were none."
     d, m = _scored(pred_xy, gt, match)
     _label_union(labels, gt)                                                     # B lists of unique labels, none longer than N
     hit, counts = (d <= alpha) & m, {}
     for b, labs in enumerate(labels):
         for n, label in enumerate(labs):
-            h, s = counts.setdefault(part(label), (0, 0))
-            counts[part(label)] = (h + int(hit[b, :, n].sum()), s + int(m[b, :, n].sum()))
-    return {p: (h / s if s else float("nan"), s) for p, (h, s) in counts.items()}
+            h, s, v = counts.get(part(label), (0, 0, 0))
+            counts[part(label)] = (h + int(hit[b, :, n].sum()), s + int(m[b, :, n].sum()), v + int(gt["visible"][b, :, n].sum()))
+    ratio = lambda a, b: a / b if b else float("nan")
+    return {p: dict(pck=ratio(h, s), found=ratio(h, v), scored=s, visible=v) for p, (h, s, v) in counts.items()}
 
 # %% ../nbs/15_eval.ipynb #bbecd59f
 def random_keypoints(batch: int, views: int, k: int, generator: torch.Generator = None, masks: torch.Tensor = None) -> torch.Tensor:
@@ -472,7 +473,8 @@ def _score_row(name, xy, w, gt, cams, alphas, train, gt_reg, labels, groups, agr
     row[f"agree@{agree_threshold}"] = view_agreement(xy, cams, w, agree_threshold)
     row["spread"] = keypoint_spread(xy, w)
     if by_part:
-        row.update({f"PCK@{max(alphas)} {p}": v for p, (v, _) in pck_by_part(xy, gt, labels, max(alphas), match).items()})
+        parts = pck_by_part(xy, gt, labels, max(alphas), match)
+        row.update({f"{what}@{max(alphas)} {p}": s[what.lower()] for what in ("PCK", "found") for p, s in parts.items()})
     return _floats(row)
 
 # %% ../nbs/15_eval.ipynb #261ad6ae
@@ -481,7 +483,7 @@ RANDOM_DRAWS = 30   # ours: draws behind each random floor of `mvsk eval`, the s
 def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.1), oracle_sigma: float = 0.005,
            seed: int = 0, label_key: str = "semantic", groups: list = None, test_frac: float = 1 / 3,
            agree_threshold: float = 0.05, n_random: int = 1, reproject: bool = False, by_part: bool = False) -> list:
-    "B objects (`load_views` dicts with 'keypoints', 'cameras') + masks (B, 6, H, W) bool [+ preds: name -> (B, 6, K, 2) normalised (x, y) or {'xy', 'weights'}] -> list of row dicts: the methods (with `reproject`, each followed by its keypoints reprojected), then oracle, random (tile), random (mask), random (mask) reprojected (each the mean of `n_random` draws), mask centroid, colour clusters; with `by_part`, PCK at the largest alpha per part ('PCK@0.1 hip', ...)."
+    "B objects (`load_views` dicts with 'keypoints', 'cameras') + masks (B, 6, H, W) bool [+ preds: name -> (B, 6, K, 2) normalised (x, y) or {'xy', 'weights'}] -> list of row dicts: the methods (with `reproject`, each followed by its keypoints reprojected), then oracle, random (tile), random (mask), random (mask) reprojected (each the mean of `n_random` draws), mask centroid, colour clusters; with `by_part`, PCK and found at the largest alpha per part ('PCK@0.1 hip', 'found@0.1 hip', ...)."
     if not isinstance(n_random, int) or isinstance(n_random, bool) or n_random < 1: raise ValueError(f"n_random must be a positive integer; got {n_random!r}")
     if not items or any("keypoints" not in it or "cameras" not in it for it in items):
         raise ValueError("items must be a non-empty list of load_views dicts with 'keypoints' and 'cameras'")
