@@ -121,10 +121,11 @@ def test_every_command_end_to_end(tmp_path):
     r = run("discover", "--data", data, "--out", run_dir, "--steps", "2", *SMALL)
     assert r.returncode == 0, r.stderr
     assert json.loads((run_dir / "config.json").read_text())["model"] == "mini"     # no --model: the shipped mini model
-    r = run("eval", run_dir, "--data", data, "--strategies", "none,spatial", "--steps", "1", "--n-objects", "1")
+    r = run("eval", run_dir, "--data", data, "--strategies", "none,spatial", "--steps", "1", "--n-objects", "1", "--by-part")
     assert r.returncode == 0, r.stderr
     report = (run_dir / "report.md").read_text()
     assert "| oracle |" in report and "mvsk (run)" in report and "| 3D-consistent points |" in report
+    assert "| found@0.1 foot |" in report.split("### By part")[1]                   # --by-part: the parts' own table
     assert "| spatial |" in (run_dir / "strategies.md").read_text()
 
     r = run_in_process("train", "--data", data, "--out", train_dir, "--steps", "1", "--batch-size", "1", "--n-augment", "1")
