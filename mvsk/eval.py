@@ -214,8 +214,9 @@ def pck_by_part(pred_xy: torch.Tensor, gt: dict, labels: list, alpha: float = 0.
     hit, counts = (d <= alpha) & m, {}
     for b, labs in enumerate(labels):
         for n, label in enumerate(labs):
-            h, s, v = counts.get(part(label), (0, 0, 0))
-            counts[part(label)] = (h + int(hit[b, :, n].sum()), s + int(m[b, :, n].sum()), v + int(gt["visible"][b, :, n].sum()))
+            p = part(label)
+            h, s, v = counts.get(p, (0, 0, 0))
+            counts[p] = (h + int(hit[b, :, n].sum()), s + int(m[b, :, n].sum()), v + int(gt["visible"][b, :, n].sum()))
     ratio = lambda a, b: a / b if b else float("nan")
     return {p: dict(pck=ratio(h, s), found=ratio(h, v), scored=s, visible=v) for p, (h, s, v) in counts.items()}
 
