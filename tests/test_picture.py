@@ -8,7 +8,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 # A discovery run's keypoints.csv columns, as the README documents them (written out here, not read from the code).
-DISCOVERY_COLUMNS = ["object", "frame", "view", "keypoint", "token", "x", "y", "confidence", "visibility", "visible"]
+DISCOVERY_COLUMNS = ["object", "frame", "view", "keypoint", "token", "x", "y", "confidence", "visibility", "visible", "view_x", "view_y"]
 # `mvsk keypoints ARGS` as a user runs it: through `mvsk.cli.main` once the command is registered there; until then
 # the same handling of UserError as `main` (one line on stderr, exit status 2) around `keypoints_main`.
 CLI = """
@@ -72,11 +72,15 @@ def check_picture_folder(folder: Path, K: int):
     obj = doc["objects"][0]
     tri = [k for k, p in enumerate(obj["points"]) if p is not None]
     assert tri == [k for k, t in enumerate(obj["triangulated"]) if t]
-    # the residuals in the file are the distances of the CSV's keypoints to the file's points, reprojected by its cameras
+    # the residuals in the file are the distances of each view's own keypoint (view_x, view_y) to the file's points,
+    # projected by its cameras; the keypoints (x, y) are those projections where voted on, the views' own ones otherwise
+    own = np.array([[float(r["view_x"]), float(r["view_y"])] for r in rows]).reshape(7, K, 2)
     if tri:
         X = np.array([obj["points"][k] for k in tri])
-        res = np.linalg.norm(project_np(X, obj["cameras"]) - xy[:, tri], axis=-1)
+        proj = project_np(X, obj["cameras"])
+        res = np.linalg.norm(proj - own[:, tri], axis=-1)
         assert np.allclose(res, np.array(obj["residual"], dtype=float)[:, tri], atol=1e-4)
+        assert np.allclose(xy[:, tri], proj, atol=1e-4) or np.allclose(xy, own, atol=1e-6)
     # the PLY: a header a viewer parses, then one vertex per triangulated point, at the file's coordinates
     lines = (folder / "keypoints3d.ply").read_text().splitlines()
     assert lines[:2] == ["ply", "format ascii 1.0"]
