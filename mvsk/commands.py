@@ -285,7 +285,8 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
           "reproj: distance (tile units) between a view's keypoint and the reprojection of the keypoint's triangulation; agree: "
           "share of weighted (view, keypoint) within 0.05 of it; spread: mean distance between two keypoints of a view; used: "
           "share of (object, view, keypoint) with positive weight. Sanity rows: 3D-consistent points (projections of random 3D "
-          "points in the object's sphere) = ceiling; random (tile) = floor.", ""]
+          "points in the object's sphere) = ceiling; random (tile) = floor. Keypoints voted on in 3D (extraction 'vote', the mini "
+          "model's default) agree by construction: reproj 0, agree 1.", ""]
     if rows:
         parts = [c for c in rows[0] if c.startswith(("PCK@", "found@")) and " " in c]   # report(by_part=True): 'PCK@0.1 hip', ...
         md += ["## With ground truth", "", f"Data: `{data}` ({len(names)} objects with ground truth: {', '.join(names)}).", "",
@@ -295,7 +296,7 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
                "3D err: triangulated error in world units (object radius 0.5); SK reg err: StableKeypoints' linear regressor "
                "(held-out objects); align: the matching of one instance applied to another of the same robot. The run's row is "
                "followed by its keypoints reprojected (triangulated from their weighted views, projected back into all six; "
-               "hold it against the reprojected floor). Sanity rows: "
+               "hold it against the reprojected floor; for keypoints voted on in 3D the two rows are the same). Sanity rows: "
                "oracle (ground truth + noise) ~ perfect; random and mask centroid = floor; random (mask), reprojected = the same random "
                "points made to agree across views (triangulated, projected back), the floor for keypoints that agree; colour "
                "clusters = what colour alone finds.", ""]
