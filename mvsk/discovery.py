@@ -347,19 +347,18 @@ def object_keypoints(model, unit: dict, cond: dict, tokens, cfg: DiscoveryConfig
     w = conf                                                                    # every view votes by its map's confidence
     if cfg.extraction == "vote":                                                # the point the seven maps agree on
         v = vote_keypoints(ext["maps"].float().cpu(), cams)
-        placed = ~v["points"].isnan().any(-1)                                   # (K,) two views or more voted for it
-        res, ws = (v["xy"] - xy).norm(dim=-1), w.sum(0)                         # each view's own keypoint against it (NaN: not placed)
-        mres = torch.where(ws > 0, (w * res).sum(0) / ws.clamp_min(1e-12), torch.full_like(ws, float("nan")))
-        return dict(xy=torch.where(placed[None, :, None], v["xy"], xy), confidence=conf, visibility=vis,
-                    visible=vis >= cfg.visible_threshold, points=v["points"], residual=res, mean_residual=mres, cameras=cams, view_xy=xy)
-    ok = (w > 0).sum(0) >= 2                                                    # (K,) two views or more with confidence
-    K = xy.shape[1]
-    points, res, mres = torch.full((K, 3), float("nan")), torch.full((7, K), float("nan")), torch.full((K,), float("nan"))
-    if ok.any():
-        tri = triangulate_keypoints(xy[None][:, :, ok], cams, weights=w[None][:, :, ok])
-        points[ok], res[:, ok], mres[ok] = tri["points"][0], tri["residual"][0], tri["mean_residual"][0]
-    return dict(xy=xy, confidence=conf, visibility=vis, visible=vis >= cfg.visible_threshold, points=points,
-                residual=res, mean_residual=mres, cameras=cams, view_xy=xy)
+        points, back = v["points"], v["xy"]                                     # NaN: fewer than two views voted for it
+    else:                                                                       # each view's keypoint, triangulated
+        ok = (w > 0).sum(0) >= 2                                                # (K,) two views or more with confidence
+        points, back = torch.full((xy.shape[1], 3), float("nan")), torch.full_like(xy, float("nan"))
+        if ok.any():
+            tri = triangulate_keypoints(xy[None][:, :, ok], cams, weights=w[None][:, :, ok])
+            points[ok], back[:, ok] = tri["points"][0], tri["xy"][0]
+    res = (back - xy).norm(dim=-1)                                              # each view's own keypoint against the point (NaN: none)
+    placed = ~points.isnan().any(-1)
+    return dict(xy=torch.where(placed[None, :, None], back, xy) if cfg.extraction == "vote" else xy, view_xy=xy, confidence=conf,
+                visibility=vis, visible=vis >= cfg.visible_threshold, points=points, residual=res,
+                mean_residual=(w * res).sum(0) / w.sum(0), cameras=cams)
 
 # %% ../nbs/10_discovery.ipynb #efe3da25
 CSV_FIELDS = ("object", "frame", "view", "keypoint", "token", "x", "y", "confidence", "visibility", "visible", "view_x", "view_y")

@@ -10,14 +10,13 @@ the shares moved by more than 0.05 and 0.1 of the tile (PCK's thresholds).
     python sweeps/extraction_draws.py outputs/sweeps/q14_vote/runs/views-seed{0,1,2} --data outputs/mini-heldout \\
         --n-augment 10 --out sweeps/results/extraction_draws.csv
 """
-import argparse, csv, dataclasses, json, sys
+import argparse, csv, dataclasses, sys
 from pathlib import Path
 
 import torch
 
-from mvsk.commands import model_for
-from mvsk.discovery import DiscoveryConfig, as_units, discovery_datasets
-from mvsk.picture import unit_keypoints
+from mvsk.discovery import as_units, discovery_datasets
+from mvsk.picture import picture_model, unit_keypoints
 
 
 def draw(net, units, cfg) -> dict:
@@ -37,8 +36,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     rows = []
     for run in map(Path, a.runs):
-        net, _, _ = model_for(run=run)
-        settings = DiscoveryConfig.from_dict(json.loads((run / "config.json").read_text())["discovery"])
+        net, _, _, settings, _ = picture_model(run=run)                  # the run's model, tokens and settings
         units = as_units(discovery_datasets(a.data, view_size=net.components.view_size))
         for n in a.n_augment:
             cfg = dataclasses.replace(settings, n_augment=n, extraction="vote")
