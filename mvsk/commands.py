@@ -288,7 +288,7 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
           "points in the object's sphere) = ceiling; random (tile) = floor. Keypoints voted on in 3D (extraction 'vote', the mini "
           "model's default) agree by construction: reproj 0, agree 1.", ""]
     if rows:
-        parts = [c for c in rows[0] if c.startswith(("PCK@", "found@")) and " " in c]   # report(by_part=True): 'PCK@0.1 hip', ...
+        parts = [c for c in rows[0] if c.startswith(("PCK@", "found@", "align@")) and " " in c]   # report(by_part=True): 'PCK@0.1 hip', ..., 'align@0.1 part'
         md += ["## With ground truth", "", f"Data: `{data}` ({len(names)} objects with ground truth: {', '.join(names)}).", "",
                to_markdown([{c: v for c, v in r.items() if c not in parts} for r in rows]), "",
                "PCK@a: matched keypoints within a*tile of the ground truth, over visible views (Hungarian matching on the mean "
@@ -304,7 +304,9 @@ def _eval_markdown(run: Path, objs: list, drows: list, rows, data, names: list) 
             md += ["### By part", "", to_markdown([{"method": r["method"], **{c: r[c] for c in parts}} for r in rows]), "",
                    "Each part pools its labels over the robot's sides (FR_hip, FL_hip, ... -> hip). PCK: over the part's "
                    "visible instances that were matched, as in the table above (NaN where none was); found: the share of "
-                   "all its visible instances whose matched keypoint is within a (unmatched: not found).", ""]
+                   "all its visible instances whose matched keypoint is within a (unmatched: not found). align part: the matching of "
+                   "one instance applied to another of the same robot, a token scored on the instance of its part (any side) it lies "
+                   "nearest to there (read it against the floors' rows, not against align).", ""]
     elif data is not None: md += [f"`{data}` holds no ground truth (keypoints.json) for the run's objects.", ""]
     md += ["![report](report.png)", ""]
     return "\n".join(md)

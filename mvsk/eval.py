@@ -11,6 +11,7 @@ __all__ = ['SIDES', 'RANDOM_DRAWS', 'stack_keypoints', 'read_view_masks', 'linea
            'to_markdown', 'psnr', 'ssim', 'runnable_strategies', 'compare_strategies']
 
 # %% ../nbs/15_eval.ipynb #d9cd9908
+import collections
 from pathlib import Path
 import numpy as np
 import torch
@@ -378,30 +379,43 @@ def regression_error(pred_xy: torch.Tensor, gt: dict, train: torch.Tensor, fit_h
 
 # %% ../nbs/15_eval.ipynb #5e153288
 def dual_alignment(pred_xy: torch.Tensor, gt: dict, labels: list, alpha: float = 0.1, groups: list = None,
-                   match: torch.Tensor = None) -> dict:
-    "(B, 6, K, 2) discovered + gt, normalised (x, y), labels (B lists) -> {'score': PCK@alpha on instance j with instance i's token->part assignment, pooled over ordered same-group pairs; 'label_agreement'; 'pairs'}."
+                   match: torch.Tensor = None, part=None) -> dict:
+    "(B, 6, K, 2) discovered + gt, normalised (x, y), labels (B lists) [+ part: label -> part, e.g. `part_of`] -> {'score': PCK@alpha on instance j with instance i's token->label (or ->part: scored on the part's instance it lies nearest to) assignment, pooled over ordered same-group pairs; 'label_agreement' (of the parts with `part`); 'pairs'}."
     B, V, K, N = _check_pred(pred_xy, gt)
     _label_union(labels, gt)
     groups = [tuple(sorted(l)) for l in labels] if groups is None else list(groups)
     if len(groups) != B: raise ValueError(f"groups must have B={B} entries; got {len(groups)}")
     match = match_keypoints(pred_xy, gt) if match is None else match
     _scored(pred_xy, gt, match)
-    part = [{int(match[b, n]): labels[b][n] for n in range(len(labels[b])) if match[b, n] >= 0} for b in range(B)]
-    hit = tot = agree = both = pairs = 0
-    for i in range(B):
-        for j in range(B):
-            if i == j or groups[i] != groups[j]: continue
-            pairs += 1
-            index_j = {l: n for n, l in enumerate(labels[j])}
-            for k, lab in part[i].items():
-                if k in part[j]: both += 1; agree += part[j][k] == lab
-                if lab not in index_j: continue
-                n = index_j[lab]
-                vis = gt["visible"][j, :, n]
-                d = (pred_xy[j, :, k] - gt["xy"][j, :, n].to(pred_xy.dtype)).norm(dim=-1)
-                hit += int(((d <= alpha) & vis).sum()); tot += int(vis.sum())
+    same = torch.tensor([[i != j and groups[i] == groups[j] for j in range(B)] for i in range(B)], dtype=torch.bool).view(B, B)
+    pairs = int(same.sum())
     if pairs == 0: raise ValueError(f"no two instances share a group ({len(set(groups))} groups for B={B} instances)")
-    return {"score": _ratio(hit, tot, "dual_alignment"), "label_agreement": agree / both if both else float("nan"), "pairs": pairs}
+    if N == 0: _ratio(0, 0, "dual_alignment")                                      # raises: no ground truth to score
+    name = (lambda l: l) if part is None else part                               # what a token must keep: its label, or its part
+    ids = {u: i for i, u in enumerate(dict.fromkeys(name(l) for ls in labels for l in ls))}
+    M = max([max(collections.Counter(name(l) for l in ls).values(), default=1) for ls in labels])
+    tag = torch.full((B, K), -1, dtype=torch.long)                               # token k of instance b -> the id it is matched to
+    inst = torch.full((B, max(len(ids), 1), M), -1, dtype=torch.long)           # instance b's keypoints of each id (a part: up to M)
+    for b, ls in enumerate(labels):
+        for n, l in enumerate(ls):
+            u = ids[name(l)]
+            if match[b, n] >= 0: tag[b, int(match[b, n])] = u
+            inst[b, u, int((inst[b, u] >= 0).sum())] = n
+    xy, vis = pred_xy.detach().cpu(), gt["visible"].cpu()[:, :, None, :].expand(B, V, K, N)
+    d = (xy[:, :, :, None] - gt["xy"].cpu().to(xy.dtype)[:, :, None]).norm(dim=-1)   # (B, V, K, N): token k to keypoint n
+    seen, hits = vis.sum(1), ((d <= alpha) & vis).sum(1)                         # (B, K, N) over views
+    cost = torch.nan_to_num(torch.where(vis, d, torch.zeros_like(d)).sum(1) / seen, nan=float("inf"))   # mean over its visible views
+    cand = inst[torch.arange(B)[None, :, None], tag.clamp_min(0)[:, None, :]]   # (Bi, Bj, K, M): j's keypoints of i's token's id
+    c = cost[None].expand(B, B, K, N).gather(3, cand.clamp_min(0))
+    c = torch.where(cand >= 0, c, torch.full_like(c, float("inf")))
+    n = cand.gather(3, c.argmin(-1, keepdim=True)).clamp_min(0)                 # the instance it lies nearest to (a label: its own)
+    scored = same[:, :, None] & (tag >= 0)[:, None, :] & (cand[..., 0] >= 0)      # matched on i, its id present on j
+    hit = int(hits[None].expand(B, B, K, N).gather(3, n)[..., 0][scored].sum())
+    tot = int(seen[None].expand(B, B, K, N).gather(3, n)[..., 0][scored].sum())
+    both = same[:, :, None] & (tag >= 0)[:, None, :] & (tag >= 0)[None, :, :]   # matched on both instances of a pair
+    agree = int((both & (tag[:, None, :] == tag[None, :, :])).sum())
+    return {"score": _ratio(hit, tot, "dual_alignment"), "label_agreement": agree / int(both.sum()) if both.any() else float("nan"),
+            "pairs": pairs}
 
 # %% ../nbs/15_eval.ipynb #468c0009
 def reprojection_error(pred_xy: torch.Tensor, cameras, weights: torch.Tensor = None) -> torch.Tensor:
@@ -476,6 +490,7 @@ def _score_row(name, xy, w, gt, cams, alphas, train, gt_reg, labels, groups, agr
     if by_part:
         parts = pck_by_part(xy, gt, labels, max(alphas), match)
         row.update({f"{what}@{max(alphas)} {p}": s[what.lower()] for what in ("PCK", "found") for p, s in parts.items()})
+        row[f"align@{max(alphas)} part"] = dual_alignment(xy, gt, labels, max(alphas), groups, match, part_of)["score"] if paired else None
     return _floats(row)
 
 # %% ../nbs/15_eval.ipynb #261ad6ae
@@ -484,7 +499,7 @@ RANDOM_DRAWS = 30   # ours: draws behind each random floor of `mvsk eval`, the s
 def report(items: list, masks, preds: dict = None, k: int = 16, alphas=(0.05, 0.1), oracle_sigma: float = 0.005,
            seed: int = 0, label_key: str = "semantic", groups: list = None, test_frac: float = 1 / 3,
            agree_threshold: float = 0.05, n_random: int = 1, reproject: bool = False, by_part: bool = False) -> list:
-    "B objects (`load_views` dicts with 'keypoints', 'cameras') + masks (B, 6, H, W) bool [+ preds: name -> (B, 6, K, 2) normalised (x, y) or {'xy', 'weights'}] -> list of row dicts: the methods (with `reproject`, each followed by its keypoints reprojected), then oracle, random (tile), random (mask), random (mask) reprojected (each the mean of `n_random` draws), mask centroid, colour clusters; with `by_part`, PCK and found at the largest alpha per part ('PCK@0.1 hip', 'found@0.1 hip', ...)."
+    "B objects (`load_views` dicts with 'keypoints', 'cameras') + masks (B, 6, H, W) bool [+ preds: name -> (B, 6, K, 2) normalised (x, y) or {'xy', 'weights'}] -> list of row dicts: the methods (with `reproject`, each followed by its keypoints reprojected), then oracle, random (tile), random (mask), random (mask) reprojected (each the mean of `n_random` draws), mask centroid, colour clusters; with `by_part`, PCK and found at the largest alpha per part ('PCK@0.1 hip', 'found@0.1 hip', ...) and the dual alignment of parts ('align@0.1 part')."
     if not isinstance(n_random, int) or isinstance(n_random, bool) or n_random < 1: raise ValueError(f"n_random must be a positive integer; got {n_random!r}")
     if not items or any("keypoints" not in it or "cameras" not in it for it in items):
         raise ValueError("items must be a non-empty list of load_views dicts with 'keypoints' and 'cameras'")
