@@ -348,15 +348,16 @@ def object_keypoints(model, unit: dict, cond: dict, tokens, cfg: DiscoveryConfig
     if cfg.extraction == "vote":                                                # the point the seven maps agree on
         v = vote_keypoints(ext["maps"].float().cpu(), cams)
         points, back = v["points"], v["xy"]                                     # NaN: fewer than two views voted for it
+        out_xy = torch.where((v["voters"] >= 2)[None, :, None], back, xy)       # a point not placed keeps the views' own
     else:                                                                       # each view's keypoint, triangulated
         ok = (w > 0).sum(0) >= 2                                                # (K,) two views or more with confidence
         points, back = torch.full((xy.shape[1], 3), float("nan")), torch.full_like(xy, float("nan"))
         if ok.any():
             tri = triangulate_keypoints(xy[None][:, :, ok], cams, weights=w[None][:, :, ok])
             points[ok], back[:, ok] = tri["points"][0], tri["xy"][0]
+        out_xy = xy
     res = (back - xy).norm(dim=-1)                                              # each view's own keypoint against the point (NaN: none)
-    placed = ~points.isnan().any(-1)
-    return dict(xy=torch.where(placed[None, :, None], back, xy) if cfg.extraction == "vote" else xy, view_xy=xy, confidence=conf,
+    return dict(xy=out_xy, view_xy=xy, confidence=conf,
                 visibility=vis, visible=vis >= cfg.visible_threshold, points=points, residual=res,
                 mean_residual=(w * res).sum(0) / w.sum(0), cameras=cams)
 

@@ -387,7 +387,7 @@ def dual_alignment(pred_xy: torch.Tensor, gt: dict, labels: list, alpha: float =
     if len(groups) != B: raise ValueError(f"groups must have B={B} entries; got {len(groups)}")
     match = match_keypoints(pred_xy, gt) if match is None else match
     _scored(pred_xy, gt, match)
-    same = torch.tensor([[i != j and groups[i] == groups[j] for j in range(B)] for i in range(B)], dtype=torch.bool).view(B, B)
+    same = torch.tensor([[i != j and groups[i] == groups[j] for j in range(B)] for i in range(B)], dtype=torch.bool)
     pairs = int(same.sum())
     if pairs == 0: raise ValueError(f"no two instances share a group ({len(set(groups))} groups for B={B} instances)")
     if N == 0: _ratio(0, 0, "dual_alignment")                                      # raises: no ground truth to score
@@ -404,7 +404,7 @@ def dual_alignment(pred_xy: torch.Tensor, gt: dict, labels: list, alpha: float =
     xy, vis = pred_xy.detach().cpu(), gt["visible"].cpu()[:, :, None, :].expand(B, V, K, N)
     d = (xy[:, :, :, None] - gt["xy"].cpu().to(xy.dtype)[:, :, None]).norm(dim=-1)   # (B, V, K, N): token k to keypoint n
     seen, hits = vis.sum(1), ((d <= alpha) & vis).sum(1)                         # (B, K, N) over views
-    cost = torch.nan_to_num(torch.where(vis, d, torch.zeros_like(d)).sum(1) / seen, nan=float("inf"))   # mean over its visible views
+    cost = match_cost(xy, {"xy": gt["xy"].cpu(), "visible": gt["visible"].cpu()}).nan_to_num(nan=float("inf"))   # mean over its visible views
     cand = inst[torch.arange(B)[None, :, None], tag.clamp_min(0)[:, None, :]]   # (Bi, Bj, K, M): j's keypoints of i's token's id
     c = cost[None].expand(B, B, K, N).gather(3, cand.clamp_min(0))
     c = torch.where(cand >= 0, c, torch.full_like(c, float("inf")))

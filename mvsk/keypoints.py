@@ -143,4 +143,5 @@ def vote_keypoints(maps: torch.Tensor, cameras, points: torch.Tensor = None) -> 
     voters = (s.gather(2, best.view(1, -1, 1).expand(len(s), -1, 1))[..., 0] > 0).sum(0)   # (K,) views voting for it
     located = (voters >= 2)[:, None]                                               # one view alone cannot place a point in depth
     X = torch.where(located, pts[best], torch.full_like(pts[best], float("nan")))
-    return {"points": X, "xy": project(X, cams)[0], "score": score / len(cameras), "voters": voters}
+    back = torch.where(located[None], xy[:, best], torch.full_like(xy[:, best], float("nan")))   # the best points' projections
+    return {"points": X, "xy": back, "score": score / len(cameras), "voters": voters}
