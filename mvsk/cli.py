@@ -37,6 +37,8 @@ def _discover_parser(prog, data, out, overwrite_help):
     ap.add_argument("--n-augment", type=int, help="test-time augmentations at extraction (real weights: StableKeypoints' 10; mini: 10; tiny: 4)")
     ap.add_argument("--extraction", choices=["views", "vote"], help="keypoints per view, triangulated (real weights, tiny: "
                     "StableKeypoints'), or the 3D point the views' maps vote for, projected into every view (mini)")
+    ap.add_argument("--selection", choices=["frequent", "rigid"], help="which K tokens are kept: those StableKeypoints' per-object "
+                    "choice picks most often (real weights, tiny), or those whose 3D points keep their distances from object to object (mini)")
     ap.add_argument("--batch-size", type=int, help="objects per step (StableKeypoints: 4)")
     ap.add_argument("--lr", type=float, help="Adam learning rate of the tokens (StableKeypoints: 5e-3)")
     ap.add_argument("--layers", help="cross-attention layers the keypoint pass reads, comma-separated (default: the model's; "
@@ -48,7 +50,7 @@ def _discover_parser(prog, data, out, overwrite_help):
 def _run_discover(a, overwrite):
     res = discover_cmd(a.data, a.out, a.model, a.device, a.config, a.resume, overwrite or a.overwrite, rig=a.rig, seed=a.seed,
                        steps=a.steps, n_tokens=a.n_tokens, n_keypoints=a.n_keypoints, map_res=a.map_res,
-                       n_augment=a.n_augment, extraction=a.extraction, batch_size=a.batch_size, lr=a.lr,
+                       n_augment=a.n_augment, extraction=a.extraction, selection=a.selection, batch_size=a.batch_size, lr=a.lr,
                        layers=a.layers.split(",") if a.layers else None)
     print(f"mvsk discover: {len(res['keypoints'])} object(s), keypoint tokens {res['tokens'].tolist()}, "
           f"{res['seconds']['total']:.0f} s; wrote {a.out}/: {_files(a.out)}")

@@ -123,7 +123,7 @@ def discovery_config(model=DEFAULT_MODEL, config=None, **overrides):
     return merged_config(model_config(model), config, **overrides)
 
 # %% ../nbs/18_commands.ipynb #2e7be1c4
-DISCOVER_FLAGS = ("seed", "steps", "n_tokens", "n_keypoints", "map_res", "n_augment", "extraction", "batch_size", "lr", "layers")
+DISCOVER_FLAGS = ("seed", "steps", "n_tokens", "n_keypoints", "map_res", "n_augment", "extraction", "selection", "batch_size", "lr", "layers")
 
 def discover_cmd(data="data/sample", out="outputs/discover", model=DEFAULT_MODEL, device="cpu", config=None, resume=False,
                  overwrite=False, progress=True, rig="v1.2", **overrides) -> dict:

@@ -51,7 +51,8 @@ def load_checkpoint(out_dir, fmt: str = CHECKPOINT_FORMAT, mmap: bool = False) -
     return state
 
 # %% ../nbs/a2_runs.ipynb #2807f081
-DISCOVERY_MAY_CHANGE = ("steps", "checkpoint_every", "object_background", "object_select", "n_augment", "extraction")   # what a resumed discovery run may change (the last four: selection and extraction only)
+DISCOVERY_MAY_CHANGE = ("steps", "checkpoint_every", "object_background", "object_select", "n_augment", "extraction", "selection",
+                        "rigid_distance")   # what a resumed discovery run may change (all but the first two: selection and extraction only)
 TRAIN_MAY_CHANGE = ("steps", "checkpoint_every", "tensorboard")     # ... and a resumed training run
 
 def resume_state(out_dir, cfg, may_change: tuple, fmt: str = CHECKPOINT_FORMAT, mmap: bool = False) -> dict:

@@ -8,7 +8,7 @@ __all__ = ['JOBS', 'GENERATE_KEYS', 'RESULT_FIELDS', 'SweepConfig', 'read_sweep'
            'write_results', 'aggregate', 'results_table', 'paired_difference', 'sweep_main']
 
 # %% ../nbs/20_sweep.ipynb #8af7be04
-import csv, json, math, shutil
+import csv, hashlib, json, math, shutil
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
@@ -63,15 +63,26 @@ def read_sweep(path) -> SweepConfig:
     return SweepConfig(**d)
 
 # %% ../nbs/20_sweep.ipynb #534c42b9
+def _component_sizes(source: str) -> dict:
+    "The sizes `build_components` makes `source` at: 'mini', 'tiny', or a folder `mvsk mini` wrote (its mvsk_mini.json)."
+    if source == "mini": return MINI_CONFIG
+    if source == "tiny": return TINY_CONFIG
+    meta = Path(source).expanduser() / "mvsk_mini.json"
+    if not meta.is_file():
+        raise ValueError(f"random_unet knows the sizes of 'mini', 'tiny' and of folders `mvsk mini` wrote (with mvsk_mini.json); got {source!r}")
+    return json.loads(meta.read_text())["components"]
+
 def random_unet(source: str = "mini", seed: int = 1) -> Path:
     "Write (once) `source` with a random UNet of the same config (and the same declared layers) in place of its own -> the folder."
-    path = default_cache_dir() / f"{Path(source).name}-random-unet-seed{seed}"
-    sizes = MINI_CONFIG if source == "mini" else TINY_CONFIG if source == "tiny" else None
-    if sizes is None: raise ValueError(f"random_unet knows the sizes of 'mini' and 'tiny'; got {source!r}")
+    sizes = _component_sizes(source)
+    folder = mini_zero123plus() if source == "mini" else tiny_zero123plus() if source == "tiny" else Path(source).expanduser().resolve()
+    key = "" if source in ("mini", "tiny") else str(folder) + (folder / "mvsk_mini.json").read_text()   # a rewritten folder gets a new copy
+    tag = source if source in ("mini", "tiny") else f"{folder.name}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    path = default_cache_dir() / f"{tag}-random-unet-seed{seed}"
     declared = lambda folder: json.loads((Path(folder) / "model_index.json").read_text()).get("mvsk_sk_layers")
     with cache_lock(path):
         if (path / "model_index.json").is_file():
-            if declared(path) == declared(mini_zero123plus() if source == "mini" else tiny_zero123plus()): return path
+            if declared(path) == declared(folder): return path
             shutil.rmtree(path)                                  # written before random copies declared their source's layers
         comp = load_model(source)
         unet = build_components(seed, sizes)["unet"]
