@@ -75,9 +75,10 @@ def _component_sizes(source: str) -> dict:
 def random_unet(source: str = "mini", seed: int = 1) -> Path:
     "Write (once) `source` with a random UNet of the same config (and the same declared layers) in place of its own -> the folder."
     sizes = _component_sizes(source)
-    folder = mini_zero123plus() if source == "mini" else tiny_zero123plus() if source == "tiny" else Path(source).expanduser().resolve()
-    key = "" if source in ("mini", "tiny") else str(folder) + (folder / "mvsk_mini.json").read_text()   # a rewritten folder gets a new copy
-    tag = source if source in ("mini", "tiny") else f"{folder.name}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    if source in ("mini", "tiny"): folder, tag = (mini_zero123plus() if source == "mini" else tiny_zero123plus()), source
+    else:                                                                        # a folder: its path and record name the copy
+        folder = Path(source).expanduser().resolve()                             # (a folder written again gets a new one)
+        tag = f"{folder.name}-{hashlib.sha1((str(folder) + (folder / 'mvsk_mini.json').read_text()).encode()).hexdigest()[:8]}"
     path = default_cache_dir() / f"{tag}-random-unet-seed{seed}"
     declared = lambda folder: json.loads((Path(folder) / "model_index.json").read_text()).get("mvsk_sk_layers")
     with cache_lock(path):

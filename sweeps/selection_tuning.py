@@ -41,12 +41,10 @@ def every_token(run: Path, data: str) -> list:
     return [{k: r[k] for k in ("object", "xy", "confidence", "points")} for r in res["keypoints"]]
 
 
-def spread_tokens(points: torch.Tensor, k: int, distance: float, g: torch.Generator, min_located: float = 0.9) -> list:
-    "K tokens in random order, each kept if it lies at least `distance` from every kept one on average (rigid_tokens' mean)."
-    mean = rigid_tokens(points, 2, 0.0, min_located)["mean"]
-    located = (~points.isnan().any(-1)).float().mean(0) >= min_located
+def spread_tokens(mean: torch.Tensor, located: torch.Tensor, k: int, distance: float, g: torch.Generator) -> list:
+    "(T, T) mean distances (rigid_tokens') + (T,) bool tokens located often enough -> K tokens in random order, each kept if it lies at least `distance` from every kept one on average."
     kept = []
-    for t in torch.randperm(points.shape[1], generator=g).tolist():
+    for t in torch.randperm(len(mean), generator=g).tolist():
         if located[t] and all(mean[t, c] >= distance for c in kept): kept.append(t)
         if len(kept) == k: return kept
     raise ValueError(f"a draw found only {len(kept)} tokens {distance} apart; k={k}")
@@ -79,9 +77,11 @@ def main(argv=None):
             try: choices[f"rigid {d}"] = rigid_tokens(P, K, d)["tokens"].tolist()
             except ValueError as e: print(f"{run}: rigid {d} left out: {e}")
         g = torch.Generator().manual_seed(0)
+        mean = rigid_tokens(P, 2, 0.0)["mean"]                                   # the pairs' mean distances, once per run
+        located = (~P.isnan().any(-1)).float().mean(0) >= 0.9                    # rigid_tokens' min_located
         draws = {}
         for d in a.spread:
-            try: draws[f"spread {d}"] = [spread_tokens(P, K, d, g) for _ in range(a.draws)]
+            try: draws[f"spread {d}"] = [spread_tokens(mean, located, K, d, g) for _ in range(a.draws)]
             except ValueError as e: print(f"{run}: spread {d} left out: {e}")
         items = [load_views(Path(a.data) / n) for n in names]
         masks = [read_view_masks(Path(a.data) / n) for n in names]
